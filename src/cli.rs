@@ -1,0 +1,163 @@
+//! Command line: one binary, one subcommand per role. Every flag has an environment variable
+//! (prefix `AIRFLOW_KEDA_SCALER_`), and every default is shown in `--help`.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Prefix of every environment variable this program reads (besides Airflow's own).
+pub const ENV_PREFIX: &str = "AIRFLOW_KEDA_SCALER_";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "airflow-keda-scaler",
+    version,
+    about = "KEDA external scaler and pod-override admission webhook for Apache Airflow",
+    long_about = "KEDA external scaler (gRPC, externalscaler.ExternalScaler) that sizes Celery \
+                  worker queues from the Airflow metadata database, and a mutating admission \
+                  webhook for KubernetesExecutor task pods.\n\nStart with `demo`: it needs \
+                  nothing but this binary."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve KEDA's ExternalScaler gRPC API (with gRPC health and reflection).
+    Serve(Box<ServeArgs>),
+    /// Read one snapshot and print what each worker queue would be scaled to.
+    Explain(ExplainArgs),
+    /// Run the scaler on an embedded SQLite database with a synthetic Airflow workload.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, global = true, env = "AIRFLOW_KEDA_SCALER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter in tracing's EnvFilter syntax (e.g. `info`, `airflow_keda_scaler=debug`).
+    #[arg(
+        long,
+        global = true,
+        env = "AIRFLOW_KEDA_SCALER_LOG",
+        default_value = "info"
+    )]
+    pub log: String,
+}
+
+/// Where the Airflow metadata database is and how to talk to it.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// Database URL: postgres://, mysql://, sqlite:// or Airflow's SQLAlchemy form
+    /// (postgresql+psycopg2://, mysql+mysqldb://, sqlite:////abs/path, ...). When unset,
+    /// AIRFLOW__DATABASE__SQL_ALCHEMY_CONN is used.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// File holding the database password (e.g. a mounted Kubernetes Secret); replaces any
+    /// password in the URL. Trailing newlines are ignored.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
+    /// PostgreSQL schema holding Airflow's tables (Airflow's `[database] sql_alchemy_schema`).
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
+    /// Do not use named prepared statements (needed behind PgBouncer in transaction mode).
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_PGBOUNCER", default_value_t = false)]
+    pub pgbouncer: bool,
+    /// Timeout for connecting and for one refresh query.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_DATABASE_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub database_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the gRPC server (ExternalScaler, grpc.health.v1, reflection).
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_GRPC_ADDR", default_value = "0.0.0.0:9090")]
+    pub grpc_addr: SocketAddr,
+    /// YAML file listing the worker queues (name, queues, maxTasksPerWorker, minWorkers,
+    /// maxWorkers). Optional: without it, every trigger must carry its settings inline.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_WORKER_QUEUES")]
+    pub worker_queues: Option<PathBuf>,
+    /// How often the one refresh query runs.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_REFRESH_INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    pub refresh_interval: Duration,
+    /// How old the last good snapshot may be before every RPC answers UNAVAILABLE.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_MAX_STALENESS", value_parser = parse_duration, default_value = "30s")]
+    pub max_staleness: Duration,
+    /// How long in-flight calls get after SIGTERM before the process exits.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "10s")]
+    pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// YAML file listing the worker queues. Without it, every Airflow queue found in the
+    /// database is shown as its own worker queue with default settings.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_WORKER_QUEUES")]
+    pub worker_queues: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Address of the demo's gRPC server.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_GRPC_ADDR", default_value = "127.0.0.1:9090")]
+    pub grpc_addr: SocketAddr,
+    /// SQLite file to use (created if missing). Default: a new file in a temporary directory.
+    #[arg(long)]
+    pub db_file: Option<PathBuf>,
+    /// How often the workload moves tasks and the table is printed.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub tick: Duration,
+    /// Stop by itself after this long (default: run until Ctrl-C).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Seed of the synthetic workload (same seed, same run).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// Parses `500ms`, `1s`, `2m`, `1h30m` (humantime syntax).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 500ms, 1s or 2m: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+    }
+}
