@@ -82,7 +82,11 @@ pub struct DbArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address of the gRPC server (ExternalScaler, grpc.health.v1, reflection).
-    #[arg(long, env = "AIRFLOW_KEDA_SCALER_GRPC_ADDR", default_value = "0.0.0.0:9090")]
+    #[arg(
+        long,
+        env = "AIRFLOW_KEDA_SCALER_GRPC_ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
     pub grpc_addr: SocketAddr,
     /// YAML file listing the worker queues (name, queues, maxTasksPerWorker, minWorkers,
     /// maxWorkers). Optional: without it, every trigger must carry its settings inline.
@@ -123,7 +127,11 @@ pub struct ExplainArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// Address of the demo's gRPC server.
-    #[arg(long, env = "AIRFLOW_KEDA_SCALER_GRPC_ADDR", default_value = "127.0.0.1:9090")]
+    #[arg(
+        long,
+        env = "AIRFLOW_KEDA_SCALER_GRPC_ADDR",
+        default_value = "127.0.0.1:9090"
+    )]
     pub grpc_addr: SocketAddr,
     /// SQLite file to use (created if missing). Default: a new file in a temporary directory.
     #[arg(long)]
@@ -141,7 +149,8 @@ pub struct DemoArgs {
 
 /// Parses `500ms`, `1s`, `2m`, `1h30m` (humantime syntax).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 500ms, 1s or 2m: {e}"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 500ms, 1s or 2m: {e}"))
 }
 
 #[cfg(test)]

@@ -3,5 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod metadata;
 pub mod proto;
+pub mod scaler_service;
+pub mod scaling;
+pub mod server;
 pub mod snapshot;
+pub mod worker_queue;
