@@ -88,6 +88,21 @@ pub struct ServeArgs {
         default_value = "0.0.0.0:9090"
     )]
     pub grpc_addr: SocketAddr,
+    /// Plaintext listener serving only grpc.health.v1.Health, for Kubernetes' native gRPC
+    /// probes (which cannot speak TLS). Services: `liveness`, `readiness`, `""`.
+    #[arg(
+        long,
+        env = "AIRFLOW_KEDA_SCALER_PROBE_ADDR",
+        default_value = "0.0.0.0:9092"
+    )]
+    pub probe_addr: SocketAddr,
+    /// Plain-HTTP admin listener: /livez, /readyz, /metrics (Prometheus).
+    #[arg(
+        long,
+        env = "AIRFLOW_KEDA_SCALER_ADMIN_ADDR",
+        default_value = "0.0.0.0:9091"
+    )]
+    pub admin_addr: SocketAddr,
     /// YAML file listing the worker queues (name, queues, maxTasksPerWorker, minWorkers,
     /// maxWorkers). Optional: without it, every trigger must carry its settings inline.
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_WORKER_QUEUES")]

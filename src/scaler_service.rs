@@ -4,7 +4,11 @@
 //! No RPC touches the database: every answer comes from the latest snapshot. When there is no
 //! fresh snapshot every RPC answers `UNAVAILABLE` with the reason — never 0 or `false`.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -14,6 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     metadata::{self, MetadataError},
+    metrics::Metrics,
     proto::externalscaler::{
         GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
         MetricValue, ScaledObjectRef, external_scaler_server::ExternalScaler,
@@ -66,6 +71,7 @@ pub struct ScalerService {
     store: SnapshotStore,
     max_staleness: Duration,
     shutdown: CancellationToken,
+    metrics: Metrics,
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -76,13 +82,29 @@ impl ScalerService {
         store: SnapshotStore,
         max_staleness: Duration,
         shutdown: CancellationToken,
+        metrics: Metrics,
     ) -> Self {
         Self {
             declared,
             store,
             max_staleness,
             shutdown,
+            metrics,
         }
+    }
+
+    /// Counts the call by method and outcome.
+    fn record<T>(
+        &self,
+        method: &'static str,
+        start: Instant,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.rpc(method, code, start.elapsed());
+        result
     }
 
     fn worker_queue(&self, r: Option<&ScaledObjectRef>) -> Result<WorkerQueue, Status> {
@@ -114,11 +136,14 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<IsActiveResponse>, Status> {
-        let wq = self.worker_queue(Some(request.get_ref()))?;
-        let demand = self.demand(&wq)?;
-        Ok(Response::new(IsActiveResponse {
-            result: scaling::is_active(demand, wq.activation_tasks),
-        }))
+        let start = Instant::now();
+        let result = self.worker_queue(Some(request.get_ref())).and_then(|wq| {
+            let demand = self.demand(&wq)?;
+            Ok(Response::new(IsActiveResponse {
+                result: scaling::is_active(demand, wq.activation_tasks),
+            }))
+        });
+        self.record("IsActive", start, result)
     }
 
     type StreamIsActiveStream = ResponseStream<IsActiveResponse>;
@@ -130,14 +155,19 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
-        let wq = self.worker_queue(Some(request.get_ref()))?;
-        self.snapshot()?;
+        let start = Instant::now();
+        let opened = self
+            .worker_queue(Some(request.get_ref()))
+            .and_then(|wq| self.snapshot().map(|_| wq));
+        let wq = self.record("StreamIsActive", start, opened)?;
+        let guard = self.metrics.stream_opened("StreamIsActive");
         let selector = wq.selector();
         let mut rx = self.store.subscribe();
         let max_staleness = self.max_staleness;
         let shutdown = self.shutdown.clone();
         let (tx, out) = mpsc::channel(4);
         tokio::spawn(async move {
+            let _guard = guard;
             let mut last: Option<bool> = None;
             loop {
                 let published = rx.borrow_and_update().clone();
@@ -174,18 +204,26 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
-        let wq = self.worker_queue(Some(request.get_ref()))?;
-        self.snapshot()?;
-        Ok(Response::new(metric_spec(&wq)))
+        let start = Instant::now();
+        let result = self.worker_queue(Some(request.get_ref())).and_then(|wq| {
+            self.snapshot()?;
+            Ok(Response::new(metric_spec(&wq)))
+        });
+        self.record("GetMetricSpec", start, result)
     }
 
     async fn get_metrics(
         &self,
         request: Request<GetMetricsRequest>,
     ) -> Result<Response<GetMetricsResponse>, Status> {
-        let wq = self.worker_queue(request.get_ref().scaled_object_ref.as_ref())?;
-        let demand = self.demand(&wq)?;
-        Ok(Response::new(metric_value(&wq, demand)))
+        let start = Instant::now();
+        let result = self
+            .worker_queue(request.get_ref().scaled_object_ref.as_ref())
+            .and_then(|wq| {
+                let demand = self.demand(&wq)?;
+                Ok(Response::new(metric_value(&wq, demand)))
+            });
+        self.record("GetMetrics", start, result)
     }
 
     type StreamMetricSpecStream = ResponseStream<GetMetricSpecResponse>;
@@ -196,11 +234,16 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
-        let wq = self.worker_queue(Some(request.get_ref()))?;
-        self.snapshot()?;
+        let start = Instant::now();
+        let opened = self
+            .worker_queue(Some(request.get_ref()))
+            .and_then(|wq| self.snapshot().map(|_| wq));
+        let wq = self.record("StreamMetricSpec", start, opened)?;
+        let guard = self.metrics.stream_opened("StreamMetricSpec");
         let (tx, out) = mpsc::channel(1);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            let _guard = guard;
             if tx.send(Ok(metric_spec(&wq))).await.is_err() {
                 return;
             }

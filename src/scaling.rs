@@ -104,18 +104,22 @@ impl Plan {
 
     /// Renders the plan as a fixed-width text table.
     pub fn to_table(&self) -> String {
-        let mut rows = vec![[
-            "WORKER QUEUE".to_string(),
-            "AIRFLOW QUEUES".to_string(),
-            "QUEUED".to_string(),
-            "RUNNING".to_string(),
-            "TASKS/WORKER".to_string(),
-            "MIN-MAX".to_string(),
-            "DESIRED WORKERS".to_string(),
-            "ACTIVE".to_string(),
-        ]];
+        let mut rows = vec![
+            [
+                "WORKER QUEUE",
+                "AIRFLOW QUEUES",
+                "QUEUED",
+                "RUNNING",
+                "TASKS/WORKER",
+                "MIN-MAX",
+                "DESIRED WORKERS",
+                "ACTIVE",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
         for q in &self.worker_queues {
-            rows.push([
+            rows.push(vec![
                 q.worker_queue.clone(),
                 q.queues.join(","),
                 q.queued.to_string(),
@@ -126,38 +130,46 @@ impl Plan {
                 q.active.to_string(),
             ]);
         }
-        let mut widths = [0usize; 8];
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let mut out = String::new();
-        for row in &rows {
-            let line: Vec<String> = row
+        let mut out = render_table(&rows);
+        out.push_str(&parallelism_line(
+            self.worker_queues
                 .iter()
-                .zip(widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            out.push_str(line.join("  ").trim_end());
-            out.push('\n');
-        }
-        let workers: u64 = self
-            .worker_queues
-            .iter()
-            .map(|q| u64::from(q.desired_workers))
-            .sum();
-        let slots: u64 = self
-            .worker_queues
-            .iter()
-            .map(|q| u64::from(q.max_tasks_per_worker))
-            .sum();
-        out.push_str(&format!(
-            "parallelism = {workers} workers x {slots} tasks per worker (sum) = {}\n",
-            self.parallelism
+                .map(|q| (q.desired_workers, q.max_tasks_per_worker)),
         ));
         out
     }
+}
+
+/// `parallelism = W workers x S tasks per worker (sum) = P`, with a trailing newline.
+pub fn parallelism_line(queues: impl IntoIterator<Item = (u32, u32)> + Clone) -> String {
+    let workers: u64 = queues.clone().into_iter().map(|(w, _)| u64::from(w)).sum();
+    let slots: u64 = queues.clone().into_iter().map(|(_, s)| u64::from(s)).sum();
+    format!(
+        "parallelism = {workers} workers x {slots} tasks per worker (sum) = {}\n",
+        parallelism(queues)
+    )
+}
+
+/// Left-aligned columns separated by two spaces; the first row is the header.
+pub fn render_table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; columns];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}", w = *w))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]

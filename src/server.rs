@@ -15,6 +15,7 @@ use tonic_health::{
 };
 
 use crate::{
+    metrics::Metrics,
     proto::{FILE_DESCRIPTOR_SET, externalscaler::external_scaler_server::ExternalScalerServer},
     scaler_service::ScalerService,
     snapshot::SnapshotStore,
@@ -51,6 +52,7 @@ pub struct GrpcOptions {
     pub probe_addr: Option<SocketAddr>,
     pub max_staleness: Duration,
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    pub metrics: Metrics,
 }
 
 /// Running gRPC listeners.
@@ -127,6 +129,7 @@ impl GrpcServers {
             store.clone(),
             options.max_staleness,
             shutdown.clone(),
+            options.metrics.clone(),
         );
 
         let main_listener = bind(options.grpc_addr).await?;
