@@ -1,0 +1,427 @@
+//! End to end: the scaler against real PostgreSQL, MariaDB and SQLite, asked through a real
+//! tonic client (generated from KEDA's proto) over a loopback socket.
+
+mod support;
+
+use std::{collections::HashMap, time::Duration};
+
+use airflow_keda_scaler::{
+    airflow_fixture::{self, AirflowVersion, FixtureRow},
+    app::{Scaler, ScalerConfig},
+    cli::DbArgs,
+    metrics::Metrics,
+    proto::externalscaler::{
+        GetMetricsRequest, ScaledObjectRef, external_scaler_client::ExternalScalerClient,
+    },
+    server::GrpcOptions,
+    worker_queue::WorkerQueues,
+};
+use support::{databases::TestDb, relay::Relay};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+const WORKER_QUEUES: &str = "\
+workerQueues:
+  - name: default
+    queues: [default]
+    maxTasksPerWorker: 4
+  - name: ml
+    queues: [ml, \"gpu'; DROP TABLE task_instance; --\"]
+    maxTasksPerWorker: 2
+    minWorkers: 0
+    maxWorkers: 5
+    activationTasks: 10
+";
+
+const CELERY_PATH: &str = "airflow.providers.celery.executors.celery_executor.CeleryExecutor";
+
+/// Rows in every state, several queues and executors. Returns them with the expected
+/// (default, ml) metric values for schemas with and without the executor column.
+fn rows() -> Vec<FixtureRow> {
+    let mut rows = Vec::new();
+    let mut n = 0;
+    let mut add = |state: Option<&str>, queue: &str, executor: Option<&str>, count: usize| {
+        for _ in 0..count {
+            n += 1;
+            rows.push(
+                FixtureRow::new("dag", &format!("t{n}"), "run_1", state, queue)
+                    .with_executor(executor),
+            );
+        }
+    };
+    add(Some("queued"), "default", None, 3);
+    add(Some("running"), "default", Some("CeleryExecutor"), 5);
+    add(Some("running"), "default", Some("KubernetesExecutor"), 7);
+    add(Some("queued"), "default", Some(CELERY_PATH), 1);
+    add(Some("queued"), "ml", None, 2);
+    add(Some("running"), "gpu'; DROP TABLE task_instance; --", None, 1);
+    for state in [
+        None,
+        Some("scheduled"),
+        Some("success"),
+        Some("failed"),
+        Some("up_for_retry"),
+        Some("up_for_reschedule"),
+        Some("deferred"),
+        Some("restarting"),
+        Some("removed"),
+        Some("skipped"),
+        Some("upstream_failed"),
+    ] {
+        add(state, "default", None, 2);
+        add(state, "ml", Some("CeleryExecutor"), 1);
+    }
+    rows
+}
+
+fn db_args(url: &str) -> DbArgs {
+    DbArgs {
+        database_url: Some(url.to_string()),
+        database_password_file: None,
+        database_schema: None,
+        pgbouncer: false,
+        database_timeout: Duration::from_secs(2),
+    }
+}
+
+struct Running {
+    scaler: Scaler,
+    client: ExternalScalerClient<Channel>,
+    health: HealthClient<Channel>,
+}
+
+async fn start(url: &str, refresh: Duration, max_staleness: Duration) -> Running {
+    let config = ScalerConfig {
+        grpc: GrpcOptions {
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            probe_addr: Some("127.0.0.1:0".parse().unwrap()),
+            max_staleness,
+            tls: None,
+            metrics: Metrics::new(),
+        },
+        admin_addr: None,
+        declared: WorkerQueues::parse(WORKER_QUEUES).unwrap(),
+        refresh_interval: refresh,
+        db: db_args(url),
+    };
+    let scaler = Scaler::start(config, CancellationToken::new()).await.unwrap();
+    let endpoint = format!("http://{}", scaler.grpc_addr);
+    let client = ExternalScalerClient::connect(endpoint.clone()).await.unwrap();
+    let health = HealthClient::new(channel(scaler.probe_addr.unwrap()).await);
+    Running {
+        scaler,
+        client,
+        health,
+    }
+}
+
+async fn channel(addr: std::net::SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn object(pairs: &[(&str, &str)]) -> ScaledObjectRef {
+    ScaledObjectRef {
+        name: "airflow-worker".into(),
+        namespace: "airflow".into(),
+        scaler_metadata: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
+    }
+}
+
+async fn health_of(health: &mut HealthClient<Channel>, service: &str) -> ServingStatus {
+    let status = health
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    ServingStatus::try_from(status).unwrap()
+}
+
+async fn wait_ready(health: &mut HealthClient<Channel>) {
+    for _ in 0..200 {
+        if health_of(health, "readiness").await == ServingStatus::Serving {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("scaler never became ready");
+}
+
+async fn metric(client: &mut ExternalScalerClient<Channel>, wq: &str) -> Result<i64, tonic::Status> {
+    let r = client
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(object(&[("workerQueue", wq)])),
+            metric_name: format!("airflow-tasks-{wq}"),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(r.metric_values.len(), 1, "exactly one metric value");
+    let v = &r.metric_values[0];
+    assert_eq!(v.metric_value as f64, v.metric_value_float, "int and float agree");
+    assert_eq!(v.metric_name, format!("airflow-tasks-{wq}"));
+    Ok(v.metric_value)
+}
+
+async fn create(db: &TestDb, version: AirflowVersion, rows: &[FixtureRow]) {
+    let mut statements = airflow_fixture::create_table_sql(db.dialect(), version);
+    statements.push(airflow_fixture::insert_sql(db.dialect(), version, rows));
+    airflow_fixture::execute(db.url(), &statements).await.unwrap();
+}
+
+/// Every RPC and health, for one database and one Airflow schema.
+async fn check_all_rpcs(db: TestDb, version: AirflowVersion) {
+    create(&db, version, &rows()).await;
+    let mut r = start(db.url(), Duration::from_millis(100), Duration::from_secs(30)).await;
+    assert_eq!(health_of(&mut r.health, "liveness").await, ServingStatus::Serving);
+    wait_ready(&mut r.health).await;
+    assert_eq!(health_of(&mut r.health, "").await, ServingStatus::Serving);
+
+    // default: 3 NULL + 5 Celery + 1 Celery module path (+ 7 Kubernetes without the column).
+    let want_default = if version.has_executor() { 9 } else { 16 };
+    assert_eq!(metric(&mut r.client, "default").await.unwrap(), want_default, "{version:?}");
+    // ml: 2 queued on `ml` + 1 running on the queue whose name is SQL.
+    assert_eq!(metric(&mut r.client, "ml").await.unwrap(), 3, "{version:?}");
+
+    let spec = r
+        .client
+        .get_metric_spec(object(&[("workerQueue", "default")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(spec.metric_specs.len(), 1);
+    assert_eq!(spec.metric_specs[0].target_size, 4);
+    assert_eq!(spec.metric_specs[0].target_size_float, 4.0);
+    assert_eq!(spec.metric_specs[0].metric_name, "airflow-tasks-default");
+
+    let active = |pairs: &'static [(&'static str, &'static str)]| {
+        let mut c = r.client.clone();
+        async move { c.is_active(object(pairs)).await.unwrap().into_inner().result }
+    };
+    assert!(active(&[("workerQueue", "default")]).await);
+    // ml has 3 tasks, activationTasks 10.
+    assert!(!active(&[("workerQueue", "ml")]).await);
+    assert!(active(&[("workerQueue", "ml"), ("activationTasks", "2")]).await);
+    // Inline, no file entry: a queue without work.
+    assert!(!active(&[("queues", "nothing-here")]).await);
+    // NULL executor rows stop counting when Celery is not the default executor.
+    let not_default = r
+        .client
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(object(&[("queues", "default"), ("defaultExecutor", "false")])),
+            metric_name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let want = if version.has_executor() { 6 } else { 16 };
+    assert_eq!(not_default.metric_values[0].metric_value, want, "{version:?}");
+
+    // Bad metadata: INVALID_ARGUMENT naming the key.
+    let err = r
+        .client
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(object(&[("maxTasksPerWorker", "0")])),
+            metric_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("maxTasksPerWorker"), "{}", err.message());
+
+    // StreamIsActive: the current state at once.
+    let mut stream = r
+        .client
+        .stream_is_active(object(&[("workerQueue", "default")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().unwrap().result);
+    // StreamMetricSpec: the spec at once.
+    let mut specs = r
+        .client
+        .stream_metric_spec(object(&[("workerQueue", "ml")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(specs.message().await.unwrap().unwrap().metric_specs[0].target_size, 2);
+
+    // Shutdown: streams end with status OK, readiness goes away with the server.
+    r.scaler.shutdown.cancel();
+    assert_eq!(stream.message().await.unwrap(), None, "stream ends with OK");
+    assert_eq!(specs.message().await.unwrap(), None, "stream ends with OK");
+    r.scaler.wait().await.unwrap();
+}
+
+macro_rules! matrix {
+    ($($name:ident: $db:ident, $version:ident;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            check_all_rpcs(TestDb::$db().await, AirflowVersion::$version).await;
+        }
+    )*};
+}
+
+matrix! {
+    postgres_airflow_2_9: postgres, V2_9;
+    postgres_airflow_2_10: postgres, V2_10;
+    postgres_airflow_3: postgres, V3;
+    mariadb_airflow_2_9: mysql, V2_9;
+    mariadb_airflow_2_10: mysql, V2_10;
+    mariadb_airflow_3: mysql, V3;
+    sqlite_airflow_2_9: sqlite, V2_9;
+    sqlite_airflow_2_10: sqlite, V2_10;
+    sqlite_airflow_3: sqlite, V3;
+}
+
+/// A task queued in an idle queue reaches a StreamIsActive client as `true`, once.
+#[tokio::test]
+async fn stream_is_active_pushes_transitions() {
+    let db = TestDb::postgres().await;
+    create(&db, AirflowVersion::V3, &[]).await;
+    let mut r = start(db.url(), Duration::from_millis(50), Duration::from_secs(30)).await;
+    wait_ready(&mut r.health).await;
+    let mut stream = r
+        .client
+        .stream_is_active(object(&[("workerQueue", "default")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!stream.message().await.unwrap().unwrap().result, "idle at first");
+
+    let started = std::time::Instant::now();
+    let row = FixtureRow::new("dag", "t", "run", Some("queued"), "default");
+    airflow_fixture::execute(
+        db.url(),
+        &[airflow_fixture::insert_sql(db.dialect(), AirflowVersion::V3, &[row])],
+    )
+    .await
+    .unwrap();
+    let pushed = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("pushed within 5 s")
+        .unwrap()
+        .unwrap();
+    assert!(pushed.result);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+
+    // No repeat while nothing changes.
+    let again = tokio::time::timeout(Duration::from_millis(400), stream.message()).await;
+    assert!(again.is_err(), "no push without a transition: {again:?}");
+    r.scaler.stop().await.unwrap();
+}
+
+/// The connection is cut: the last snapshot is served until the staleness bound, then every
+/// RPC answers UNAVAILABLE (never 0 / false) and readiness is NOT_SERVING; after the database
+/// returns, the scaler recovers by itself.
+#[tokio::test]
+async fn database_loss_then_recovery() {
+    let db = TestDb::postgres().await;
+    let rows: Vec<FixtureRow> = (0..6)
+        .map(|i| FixtureRow::new("dag", &format!("t{i}"), "run", Some("running"), "default"))
+        .collect();
+    create(&db, AirflowVersion::V3, &rows).await;
+    let relay = Relay::start(db.addr()).await;
+    let url = db.url_via(relay.addr());
+    let staleness = Duration::from_millis(1500);
+    let mut r = start(&url, Duration::from_millis(100), staleness).await;
+    wait_ready(&mut r.health).await;
+    assert_eq!(metric(&mut r.client, "default").await.unwrap(), 6);
+
+    relay.cut();
+    let cut_at = std::time::Instant::now();
+    let mut served = 0;
+    let mut unavailable = 0;
+    let mut stream = r
+        .client
+        .stream_is_active(object(&[("workerQueue", "default")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().unwrap().result);
+    while cut_at.elapsed() < staleness + Duration::from_secs(1) {
+        match metric(&mut r.client, "default").await {
+            Ok(v) => {
+                assert_eq!(v, 6, "the last snapshot, never 0");
+                assert!(cut_at.elapsed() < staleness + Duration::from_millis(500));
+                served += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable);
+                assert!(status.message().contains("old"), "{}", status.message());
+                unavailable += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served > 0 && unavailable > 0, "served {served}, unavailable {unavailable}");
+    assert_eq!(health_of(&mut r.health, "readiness").await, ServingStatus::NotServing);
+    let is_active = r.client.is_active(object(&[("workerQueue", "default")])).await;
+    assert_eq!(is_active.unwrap_err().code(), Code::Unavailable);
+    // The stream ends with UNAVAILABLE instead of pushing `false`.
+    let ended = stream.message().await;
+    assert_eq!(ended.unwrap_err().code(), Code::Unavailable);
+
+    relay.restore();
+    wait_ready(&mut r.health).await;
+    assert_eq!(metric(&mut r.client, "default").await.unwrap(), 6);
+    r.scaler.stop().await.unwrap();
+}
+
+/// Without a reachable database the server still starts, answers UNAVAILABLE and is not ready.
+#[tokio::test]
+async fn unreachable_database_at_start_is_unavailable_not_zero() {
+    let mut r = start(
+        "postgres://airflow:s3cr3t-password@127.0.0.1:1/airflow",
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let err = metric(&mut r.client, "default").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(!err.message().contains("s3cr3t"), "{}", err.message());
+    assert_eq!(health_of(&mut r.health, "readiness").await, ServingStatus::NotServing);
+    r.scaler.stop().await.unwrap();
+}
+
+/// gRPC reflection lists the scaler and health services.
+#[tokio::test]
+async fn reflection_lists_services() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let db = TestDb::sqlite().await;
+    create(&db, AirflowVersion::V3, &[]).await;
+    let r = start(db.url(), Duration::from_millis(100), Duration::from_secs(30)).await;
+    let mut client = ServerReflectionClient::new(channel(r.scaler.grpc_addr).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"externalscaler.ExternalScaler".to_string()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    r.scaler.stop().await.unwrap();
+}
