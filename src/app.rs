@@ -10,6 +10,7 @@ use crate::{
     admin,
     cli::{DbArgs, ExplainArgs, OutputFormat, ServeArgs},
     db::{DbError, MetadataDb},
+    grpc_tls::TlsFiles,
     metrics::Metrics,
     refresher,
     scaling::Plan,
@@ -50,7 +51,15 @@ impl ScalerConfig {
                 grpc_addr: args.grpc_addr,
                 probe_addr: Some(args.probe_addr),
                 max_staleness: args.max_staleness,
-                tls: None,
+                tls: match (&args.tls_cert, &args.tls_key) {
+                    (Some(cert), Some(key)) => Some(TlsFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        client_ca: args.tls_client_ca.clone(),
+                        reload_interval: args.tls_reload_interval,
+                    }),
+                    _ => None,
+                },
                 metrics: Metrics::new(),
             },
             admin_addr: Some(args.admin_addr),
@@ -90,7 +99,7 @@ impl Scaler {
         shutdown: CancellationToken,
     ) -> Result<Self, AppError> {
         // Lazy: a database that is down at start only delays readiness; a bad URL still fails.
-        let db = MetadataDb::connect_lazy(&config.db)?;
+        let db = MetadataDb::connect(&config.db).await?;
         tracing::info!(
             database = %db.redacted_url(),
             worker_queues = ?config.declared.names(),

@@ -33,6 +33,12 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Run the scaler on an embedded SQLite database with a synthetic Airflow workload.
     Demo(DemoArgs),
+    /// Serve the pod-override admission webhook for KubernetesExecutor task pods (HTTPS).
+    Webhook(Box<crate::webhook::WebhookArgs>),
+    /// Check a webhook policy file offline and report every problem with its path.
+    ValidatePolicy(crate::webhook::ValidatePolicyArgs),
+    /// Show what the webhook would do to a pod (patch and resulting pod, or the denial).
+    Mutate(crate::webhook::MutateArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -56,8 +62,9 @@ pub struct LogArgs {
     pub log: String,
 }
 
-/// Where the Airflow metadata database is and how to talk to it.
-#[derive(Debug, Clone, Args)]
+/// Where the Airflow metadata database is and how to talk to it. `Debug` never shows the URL
+/// (it may hold a password).
+#[derive(Clone, Args)]
 pub struct DbArgs {
     /// Database URL: postgres://, mysql://, sqlite:// or Airflow's SQLAlchemy form
     /// (postgresql+psycopg2://, mysql+mysqldb://, sqlite:////abs/path, ...). When unset,
@@ -77,6 +84,21 @@ pub struct DbArgs {
     /// Timeout for connecting and for one refresh query.
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_DATABASE_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     pub database_timeout: Duration,
+}
+
+impl std::fmt::Debug for DbArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbArgs")
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field("database_password_file", &self.database_password_file)
+            .field("database_schema", &self.database_schema)
+            .field("pgbouncer", &self.pgbouncer)
+            .field("database_timeout", &self.database_timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -113,6 +135,19 @@ pub struct ServeArgs {
     /// How old the last good snapshot may be before every RPC answers UNAVAILABLE.
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_MAX_STALENESS", value_parser = parse_duration, default_value = "30s")]
     pub max_staleness: Duration,
+    /// PEM certificate (chain) of the gRPC port. With --tls-key, the port speaks TLS (ALPN h2);
+    /// the file is re-read when it changes.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS).
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the TLS files are checked for changes.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_TLS_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "10s")]
+    pub tls_reload_interval: Duration,
     /// How long in-flight calls get after SIGTERM before the process exits.
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
@@ -176,6 +211,17 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn debug_never_shows_the_database_url() {
+        let cli = Cli::parse_from([
+            "airflow-keda-scaler",
+            "serve",
+            "--database-url",
+            "postgres://u:hunter2@db/airflow",
+        ]);
+        assert!(!format!("{cli:?}").contains("hunter2"));
     }
 
     #[test]

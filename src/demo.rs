@@ -156,7 +156,7 @@ impl Workload {
             }
         }
         // KubernetesExecutor tasks on the default queue: in the table, never in the metric.
-        if self.tick % 5 == 0 {
+        if self.tick.is_multiple_of(5) {
             let mut row = self.new_row("default", Some("KubernetesExecutor"));
             row.state = Some("running".into());
             inserts.push(row);

@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod db;
 pub mod demo;
+pub mod grpc_tls;
 pub mod metadata;
 pub mod metrics;
 pub mod proto;

@@ -62,5 +62,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             demo::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Webhook(args) => Ok(airflow_keda_scaler::webhook::run(*args).await?),
+        Command::ValidatePolicy(args) => Ok(airflow_keda_scaler::webhook::cli::validate_policy(
+            &args,
+            &mut std::io::stdout(),
+        )?),
+        Command::Mutate(args) => Ok(airflow_keda_scaler::webhook::cli::mutate(
+            &args,
+            &mut std::io::stdout(),
+        )?),
     }
 }

@@ -225,7 +225,8 @@ mod tests {
     fn invalid_metadata_names_key_and_accepted_values() {
         let d = declared();
         let huge = "9".repeat(1 << 20);
-        let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+        type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 vec![("maxTasksPerWorker", "0")],
                 "maxTasksPerWorker",

@@ -15,6 +15,7 @@ use tonic_health::{
 };
 
 use crate::{
+    grpc_tls::{GrpcTls, TlsFiles},
     metrics::Metrics,
     proto::{FILE_DESCRIPTOR_SET, externalscaler::external_scaler_server::ExternalScalerServer},
     scaler_service::ScalerService,
@@ -51,7 +52,8 @@ pub struct GrpcOptions {
     /// Plaintext health-only listener for Kubernetes' native gRPC probes.
     pub probe_addr: Option<SocketAddr>,
     pub max_staleness: Duration,
-    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// TLS (and mutual TLS) for the main port; the probe port stays plaintext.
+    pub tls: Option<TlsFiles>,
     pub metrics: Metrics,
 }
 
@@ -139,26 +141,35 @@ impl GrpcServers {
                 addr: options.grpc_addr,
                 source,
             })?;
-        let mut builder = Server::builder();
-        if let Some(tls) = options.tls.clone() {
-            builder = builder
-                .tls_config(tls)
-                .map_err(|e| ServerError::Tls(e.to_string()))?;
-        }
-        let router = builder
+        let router = Server::builder()
             .add_service(health)
             .add_service(reflection)
             .add_service(ExternalScalerServer::new(scaler));
         let token = shutdown.clone();
-        let mut tasks = vec![tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(main_listener),
-                    token.cancelled_owned(),
-                )
-                .await
-                .map_err(ServerError::from)
-        })];
+        let main_task = match options.tls {
+            Some(files) => {
+                let tls = GrpcTls::load(files).map_err(|e| ServerError::Tls(e.to_string()))?;
+                tracing::info!(mutual = tls.mutual(), "gRPC TLS enabled");
+                tls.spawn_reloader(shutdown.clone());
+                let incoming = tls.incoming(main_listener, shutdown.clone());
+                tokio::spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
+                        .await
+                        .map_err(ServerError::from)
+                })
+            }
+            None => tokio::spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(main_listener),
+                        token.cancelled_owned(),
+                    )
+                    .await
+                    .map_err(ServerError::from)
+            }),
+        };
+        let mut tasks = vec![main_task];
 
         let mut probe_addr = None;
         if let Some(addr) = options.probe_addr {

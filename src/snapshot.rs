@@ -79,7 +79,7 @@ pub struct Selector {
 
 impl Selector {
     fn matches(&self, schema: AirflowSchema, row: &QueueCount) -> bool {
-        if !self.queues.iter().any(|q| *q == row.queue) {
+        if !self.queues.contains(&row.queue) {
             return false;
         }
         if !schema.has_executor_column() {

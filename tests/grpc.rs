@@ -3,38 +3,19 @@
 
 mod support;
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use airflow_keda_scaler::{
     airflow_fixture::{self, AirflowVersion, FixtureRow},
-    app::{Scaler, ScalerConfig},
-    cli::DbArgs,
-    metrics::Metrics,
-    proto::externalscaler::{
-        GetMetricsRequest, ScaledObjectRef, external_scaler_client::ExternalScalerClient,
-    },
-    server::GrpcOptions,
-    worker_queue::WorkerQueues,
+    proto::externalscaler::GetMetricsRequest,
 };
-use support::{databases::TestDb, relay::Relay};
-use tokio_util::sync::CancellationToken;
-use tonic::{Code, transport::Channel};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+use support::{
+    databases::TestDb,
+    relay::Relay,
+    scaler::{channel, create, health_of, metric, object, start, wait_ready},
 };
-
-const WORKER_QUEUES: &str = "\
-workerQueues:
-  - name: default
-    queues: [default]
-    maxTasksPerWorker: 4
-  - name: ml
-    queues: [ml, \"gpu'; DROP TABLE task_instance; --\"]
-    maxTasksPerWorker: 2
-    minWorkers: 0
-    maxWorkers: 5
-    activationTasks: 10
-";
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const CELERY_PATH: &str = "airflow.providers.celery.executors.celery_executor.CeleryExecutor";
 
@@ -57,7 +38,12 @@ fn rows() -> Vec<FixtureRow> {
     add(Some("running"), "default", Some("KubernetesExecutor"), 7);
     add(Some("queued"), "default", Some(CELERY_PATH), 1);
     add(Some("queued"), "ml", None, 2);
-    add(Some("running"), "gpu'; DROP TABLE task_instance; --", None, 1);
+    add(
+        Some("running"),
+        "gpu'; DROP TABLE task_instance; --",
+        None,
+        1,
+    );
     for state in [
         None,
         Some("scheduled"),
@@ -77,120 +63,29 @@ fn rows() -> Vec<FixtureRow> {
     rows
 }
 
-fn db_args(url: &str) -> DbArgs {
-    DbArgs {
-        database_url: Some(url.to_string()),
-        database_password_file: None,
-        database_schema: None,
-        pgbouncer: false,
-        database_timeout: Duration::from_secs(2),
-    }
-}
-
-struct Running {
-    scaler: Scaler,
-    client: ExternalScalerClient<Channel>,
-    health: HealthClient<Channel>,
-}
-
-async fn start(url: &str, refresh: Duration, max_staleness: Duration) -> Running {
-    let config = ScalerConfig {
-        grpc: GrpcOptions {
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            probe_addr: Some("127.0.0.1:0".parse().unwrap()),
-            max_staleness,
-            tls: None,
-            metrics: Metrics::new(),
-        },
-        admin_addr: None,
-        declared: WorkerQueues::parse(WORKER_QUEUES).unwrap(),
-        refresh_interval: refresh,
-        db: db_args(url),
-    };
-    let scaler = Scaler::start(config, CancellationToken::new()).await.unwrap();
-    let endpoint = format!("http://{}", scaler.grpc_addr);
-    let client = ExternalScalerClient::connect(endpoint.clone()).await.unwrap();
-    let health = HealthClient::new(channel(scaler.probe_addr.unwrap()).await);
-    Running {
-        scaler,
-        client,
-        health,
-    }
-}
-
-async fn channel(addr: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-fn object(pairs: &[(&str, &str)]) -> ScaledObjectRef {
-    ScaledObjectRef {
-        name: "airflow-worker".into(),
-        namespace: "airflow".into(),
-        scaler_metadata: pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<HashMap<_, _>>(),
-    }
-}
-
-async fn health_of(health: &mut HealthClient<Channel>, service: &str) -> ServingStatus {
-    let status = health
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    ServingStatus::try_from(status).unwrap()
-}
-
-async fn wait_ready(health: &mut HealthClient<Channel>) {
-    for _ in 0..200 {
-        if health_of(health, "readiness").await == ServingStatus::Serving {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("scaler never became ready");
-}
-
-async fn metric(client: &mut ExternalScalerClient<Channel>, wq: &str) -> Result<i64, tonic::Status> {
-    let r = client
-        .get_metrics(GetMetricsRequest {
-            scaled_object_ref: Some(object(&[("workerQueue", wq)])),
-            metric_name: format!("airflow-tasks-{wq}"),
-        })
-        .await?
-        .into_inner();
-    assert_eq!(r.metric_values.len(), 1, "exactly one metric value");
-    let v = &r.metric_values[0];
-    assert_eq!(v.metric_value as f64, v.metric_value_float, "int and float agree");
-    assert_eq!(v.metric_name, format!("airflow-tasks-{wq}"));
-    Ok(v.metric_value)
-}
-
-async fn create(db: &TestDb, version: AirflowVersion, rows: &[FixtureRow]) {
-    let mut statements = airflow_fixture::create_table_sql(db.dialect(), version);
-    statements.push(airflow_fixture::insert_sql(db.dialect(), version, rows));
-    airflow_fixture::execute(db.url(), &statements).await.unwrap();
-}
-
 /// Every RPC and health, for one database and one Airflow schema.
 async fn check_all_rpcs(db: TestDb, version: AirflowVersion) {
     create(&db, version, &rows()).await;
-    let mut r = start(db.url(), Duration::from_millis(100), Duration::from_secs(30)).await;
-    assert_eq!(health_of(&mut r.health, "liveness").await, ServingStatus::Serving);
+    let mut r = start(
+        db.url(),
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        health_of(&mut r.health, "liveness").await,
+        ServingStatus::Serving
+    );
     wait_ready(&mut r.health).await;
     assert_eq!(health_of(&mut r.health, "").await, ServingStatus::Serving);
 
     // default: 3 NULL + 5 Celery + 1 Celery module path (+ 7 Kubernetes without the column).
     let want_default = if version.has_executor() { 9 } else { 16 };
-    assert_eq!(metric(&mut r.client, "default").await.unwrap(), want_default, "{version:?}");
+    assert_eq!(
+        metric(&mut r.client, "default").await.unwrap(),
+        want_default,
+        "{version:?}"
+    );
     // ml: 2 queued on `ml` + 1 running on the queue whose name is SQL.
     assert_eq!(metric(&mut r.client, "ml").await.unwrap(), 3, "{version:?}");
 
@@ -207,7 +102,13 @@ async fn check_all_rpcs(db: TestDb, version: AirflowVersion) {
 
     let active = |pairs: &'static [(&'static str, &'static str)]| {
         let mut c = r.client.clone();
-        async move { c.is_active(object(pairs)).await.unwrap().into_inner().result }
+        async move {
+            c.is_active(object(pairs))
+                .await
+                .unwrap()
+                .into_inner()
+                .result
+        }
     };
     assert!(active(&[("workerQueue", "default")]).await);
     // ml has 3 tasks, activationTasks 10.
@@ -219,14 +120,20 @@ async fn check_all_rpcs(db: TestDb, version: AirflowVersion) {
     let not_default = r
         .client
         .get_metrics(GetMetricsRequest {
-            scaled_object_ref: Some(object(&[("queues", "default"), ("defaultExecutor", "false")])),
+            scaled_object_ref: Some(object(&[
+                ("queues", "default"),
+                ("defaultExecutor", "false"),
+            ])),
             metric_name: String::new(),
         })
         .await
         .unwrap()
         .into_inner();
     let want = if version.has_executor() { 6 } else { 16 };
-    assert_eq!(not_default.metric_values[0].metric_value, want, "{version:?}");
+    assert_eq!(
+        not_default.metric_values[0].metric_value, want,
+        "{version:?}"
+    );
 
     // Bad metadata: INVALID_ARGUMENT naming the key.
     let err = r
@@ -238,7 +145,11 @@ async fn check_all_rpcs(db: TestDb, version: AirflowVersion) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("maxTasksPerWorker"), "{}", err.message());
+    assert!(
+        err.message().contains("maxTasksPerWorker"),
+        "{}",
+        err.message()
+    );
 
     // StreamIsActive: the current state at once.
     let mut stream = r
@@ -255,7 +166,10 @@ async fn check_all_rpcs(db: TestDb, version: AirflowVersion) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(specs.message().await.unwrap().unwrap().metric_specs[0].target_size, 2);
+    assert_eq!(
+        specs.message().await.unwrap().unwrap().metric_specs[0].target_size,
+        2
+    );
 
     // Shutdown: streams end with status OK, readiness goes away with the server.
     r.scaler.shutdown.cancel();
@@ -298,13 +212,20 @@ async fn stream_is_active_pushes_transitions() {
         .await
         .unwrap()
         .into_inner();
-    assert!(!stream.message().await.unwrap().unwrap().result, "idle at first");
+    assert!(
+        !stream.message().await.unwrap().unwrap().result,
+        "idle at first"
+    );
 
     let started = std::time::Instant::now();
     let row = FixtureRow::new("dag", "t", "run", Some("queued"), "default");
     airflow_fixture::execute(
         db.url(),
-        &[airflow_fixture::insert_sql(db.dialect(), AirflowVersion::V3, &[row])],
+        &[airflow_fixture::insert_sql(
+            db.dialect(),
+            AirflowVersion::V3,
+            &[row],
+        )],
     )
     .await
     .unwrap();
@@ -314,7 +235,11 @@ async fn stream_is_active_pushes_transitions() {
         .unwrap()
         .unwrap();
     assert!(pushed.result);
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 
     // No repeat while nothing changes.
     let again = tokio::time::timeout(Duration::from_millis(400), stream.message()).await;
@@ -365,9 +290,18 @@ async fn database_loss_then_recovery() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(served > 0 && unavailable > 0, "served {served}, unavailable {unavailable}");
-    assert_eq!(health_of(&mut r.health, "readiness").await, ServingStatus::NotServing);
-    let is_active = r.client.is_active(object(&[("workerQueue", "default")])).await;
+    assert!(
+        served > 0 && unavailable > 0,
+        "served {served}, unavailable {unavailable}"
+    );
+    assert_eq!(
+        health_of(&mut r.health, "readiness").await,
+        ServingStatus::NotServing
+    );
+    let is_active = r
+        .client
+        .is_active(object(&[("workerQueue", "default")]))
+        .await;
     assert_eq!(is_active.unwrap_err().code(), Code::Unavailable);
     // The stream ends with UNAVAILABLE instead of pushing `false`.
     let ended = stream.message().await;
@@ -392,7 +326,10 @@ async fn unreachable_database_at_start_is_unavailable_not_zero() {
     let err = metric(&mut r.client, "default").await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     assert!(!err.message().contains("s3cr3t"), "{}", err.message());
-    assert_eq!(health_of(&mut r.health, "readiness").await, ServingStatus::NotServing);
+    assert_eq!(
+        health_of(&mut r.health, "readiness").await,
+        ServingStatus::NotServing
+    );
     r.scaler.stop().await.unwrap();
 }
 
@@ -405,7 +342,12 @@ async fn reflection_lists_services() {
     };
     let db = TestDb::sqlite().await;
     create(&db, AirflowVersion::V3, &[]).await;
-    let r = start(db.url(), Duration::from_millis(100), Duration::from_secs(30)).await;
+    let r = start(
+        db.url(),
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    )
+    .await;
     let mut client = ServerReflectionClient::new(channel(r.scaler.grpc_addr).await);
     let request = ServerReflectionRequest {
         host: String::new(),
@@ -421,7 +363,13 @@ async fn reflection_lists_services() {
         panic!("unexpected reflection answer");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"externalscaler.ExternalScaler".to_string()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"externalscaler.ExternalScaler".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
     r.scaler.stop().await.unwrap();
 }

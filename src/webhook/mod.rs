@@ -1,0 +1,34 @@
+//! Pod-override admission webhook for Airflow KubernetesExecutor task pods.
+//!
+//! Cluster admins describe in a policy file what task pods get (default resources, profiles a
+//! task opts into, rules by namespace / dag / task, worker node types, temp storage) and what
+//! is refused (requests above the node type, limits below requests, sidecars). The webhook
+//! applies it to every KubernetesExecutor pod at creation as a minimal, idempotent JSONPatch.
+//! See `docs/webhook.md` for the user-facing reference.
+//!
+//! Layers, each with its own error type where it can fail:
+//! - [`quantity`]: Kubernetes quantities, exact.
+//! - [`policy`]: the policy file, its model and validation.
+//! - [`matching`]: which pods are Airflow task pods, which profile and rules apply.
+//! - [`mutate`]: applying settings to a pod (pure).
+//! - [`guard`]: guard rails on the mutated pod.
+//! - [`review`]: one AdmissionReview in, one response out (pure), with the JSONPatch.
+//! - [`tls`], [`reload`]: certificates and files re-read when they change.
+//! - [`metrics`], [`server`]: Prometheus metrics, the HTTPS and admin servers.
+//! - [`args`], [`cli`]: command-line arguments and the offline admin commands.
+
+pub mod args;
+pub mod cli;
+pub mod guard;
+pub mod matching;
+pub mod metrics;
+pub mod mutate;
+pub mod policy;
+pub mod quantity;
+pub mod reload;
+pub mod review;
+pub mod server;
+pub mod tls;
+
+pub use args::{MutateArgs, ValidatePolicyArgs, WebhookArgs};
+pub use server::run;

@@ -1,0 +1,485 @@
+//! Applying the effective settings to a pod: pure functions from a pod to a changed pod.
+//!
+//! Every change is made only when the pod does not have it already, so applying the same
+//! settings to the result changes nothing (idempotence). Containers are never added, removed or
+//! reordered; `args`, `command` and Airflow 3's `airflow-workload` volume and mount are never
+//! touched. The patch is the difference between the pod and its changed copy (see
+//! [`crate::webhook::review`]).
+//!
+//! Defaults come last and only fill what is still unset on `base` after the pod, the profile and
+//! the rules; they never create a conflict: a default limit is raised to the request, a default
+//! request is not added where the pod sets a limit (Kubernetes then uses the limit).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::{
+        Container, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, ResourceRequirements, Toleration,
+        Volume, VolumeMount,
+    },
+    apimachinery::pkg::api::resource::Quantity as K8sQuantity,
+};
+
+use super::{
+    matching::{Effective, NodeTypeChoice, Source, Sourced},
+    policy::{APPLIED_ANNOTATION, BASE_CONTAINER, NodeType, Policy, TempStorage},
+    quantity::Quantity,
+};
+
+/// What mutation produced.
+#[derive(Debug, Clone)]
+pub struct Mutation {
+    /// The changed pod.
+    pub pod: Pod,
+    /// One human line per change, e.g. `requests.cpu=2 (profile large)`.
+    pub applied: Vec<String>,
+    /// Things the client should know (shown by kubectl).
+    pub warnings: Vec<String>,
+    /// Origin of each `requests.<res>` / `limits.<res>` of `base` after mutation.
+    pub base_sources: BTreeMap<String, Source>,
+}
+
+impl Mutation {
+    /// True when the pod was changed.
+    pub fn changed(&self) -> bool {
+        !self.applied.is_empty()
+    }
+}
+
+/// Index of the `base` container, if the pod has one.
+pub fn base_index(spec: &PodSpec) -> Option<usize> {
+    spec.containers
+        .iter()
+        .position(|c| c.name == BASE_CONTAINER)
+}
+
+/// Applies the settings to a copy of the pod.
+pub fn mutate(
+    policy: &Policy,
+    pod: &Pod,
+    effective: &Effective,
+    node_type: &NodeTypeChoice<'_>,
+) -> Mutation {
+    let mut out = Mutation {
+        pod: pod.clone(),
+        applied: Vec::new(),
+        warnings: Vec::new(),
+        base_sources: BTreeMap::new(),
+    };
+    if let Some(spec) = out.pod.spec.as_mut() {
+        match base_index(spec) {
+            Some(i) => {
+                let had_volumes = spec.volumes.is_some();
+                let mut volumes = spec.volumes.take().unwrap_or_default();
+                let base = &mut spec.containers[i];
+                resources(
+                    policy,
+                    base,
+                    effective,
+                    &mut out.applied,
+                    &mut out.base_sources,
+                );
+                env(base, &effective.env, &mut out.applied);
+                if let Some(t) = &effective.temp_storage {
+                    temp_storage(base, &mut volumes, t, &mut out.applied, &mut out.warnings);
+                }
+                spec.volumes = (had_volumes || !volumes.is_empty()).then_some(volumes);
+            }
+            None => {
+                let wants_base = !effective.requests.is_empty()
+                    || !effective.limits.is_empty()
+                    || !policy.defaults.is_empty()
+                    || !effective.env.is_empty()
+                    || effective.temp_storage.is_some();
+                if wants_base {
+                    out.warnings.push(format!(
+                        "airflow-keda-scaler: no `{BASE_CONTAINER}` container: resources, env and temp storage were not applied"
+                    ));
+                }
+            }
+        }
+        let placement = match node_type {
+            NodeTypeChoice::Place(nt, source) => Some((*nt, source.clone())),
+            NodeTypeChoice::Own(nt) => Some((*nt, Source::Pod)),
+            NodeTypeChoice::Foreign | NodeTypeChoice::None => None,
+        };
+        if let Some((nt, source)) = placement {
+            place(spec, nt, &source, &mut out.applied);
+        }
+        if let Some(pc) = &effective.priority_class_name
+            && spec.priority_class_name.as_deref() != Some(pc.value.as_str())
+        {
+            spec.priority_class_name = Some(pc.value.clone());
+            // The Priority admission plugin resolved these from the old class before webhooks
+            // ran; it fills them again from the new class when the webhook is reinvoked.
+            spec.priority = None;
+            spec.preemption_policy = None;
+            out.applied
+                .push(format!("priorityClassName={} ({})", pc.value, pc.source));
+        }
+    }
+    for (kind, wanted) in [
+        ("label", &effective.labels),
+        ("annotation", &effective.annotations),
+    ] {
+        let map = if kind == "label" {
+            out.pod.metadata.labels.get_or_insert_with(Default::default)
+        } else {
+            out.pod
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+        };
+        for (k, v) in wanted {
+            if map.get(k) != Some(&v.value) {
+                map.insert(k.clone(), v.value.clone());
+                out.applied
+                    .push(format!("{kind} {k}={} ({})", v.value, v.source));
+            }
+        }
+    }
+    if out
+        .pod
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|m| m.is_empty())
+        && pod.metadata.labels.is_none()
+    {
+        out.pod.metadata.labels = None;
+    }
+    if out
+        .pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|m| m.is_empty())
+        && pod.metadata.annotations.is_none()
+    {
+        out.pod.metadata.annotations = None;
+    }
+    if out.changed() {
+        let mut summary = Vec::new();
+        if let Some(p) = &effective.profile {
+            summary.push(format!("profile={p}"));
+        }
+        if !effective.rules.is_empty() {
+            summary.push(format!("rules={}", effective.rules.join(",")));
+        }
+        summary.extend(out.applied.iter().cloned());
+        out.pod
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(APPLIED_ANNOTATION.to_owned(), summary.join("; "));
+    }
+    out
+}
+
+fn parse(q: &K8sQuantity) -> Option<Quantity> {
+    Quantity::parse(&q.0).ok()
+}
+
+fn resources(
+    policy: &Policy,
+    base: &mut Container,
+    effective: &Effective,
+    applied: &mut Vec<String>,
+    sources: &mut BTreeMap<String, Source>,
+) {
+    let had_resources = base.resources.is_some();
+    let r = base
+        .resources
+        .get_or_insert_with(ResourceRequirements::default);
+    let had = (r.requests.is_some(), r.limits.is_some());
+    let mut requests = r.requests.take().unwrap_or_default();
+    let mut limits = r.limits.take().unwrap_or_default();
+    for k in requests.keys() {
+        sources.insert(format!("requests.{k}"), Source::Pod);
+    }
+    for k in limits.keys() {
+        sources.insert(format!("limits.{k}"), Source::Pod);
+    }
+    for (kind, wanted, map) in [
+        ("requests", &effective.requests, &mut requests),
+        ("limits", &effective.limits, &mut limits),
+    ] {
+        for (res, Sourced { value, source }) in wanted {
+            if map.get(res).and_then(parse).as_ref() != Some(value) {
+                map.insert(res.clone(), K8sQuantity(value.as_str().to_owned()));
+                applied.push(format!("{kind}.{res}={value} ({source})"));
+            }
+            sources.insert(format!("{kind}.{res}"), source.clone());
+        }
+    }
+    // Defaults fill what is still unset, without creating a conflict.
+    for (res, default) in &policy.defaults.requests {
+        if !requests.contains_key(res) && !limits.contains_key(res) {
+            requests.insert(res.clone(), K8sQuantity(default.as_str().to_owned()));
+            applied.push(format!("requests.{res}={default} (defaults)"));
+            sources.insert(format!("requests.{res}"), Source::Default);
+        }
+    }
+    for (res, default) in &policy.defaults.limits {
+        if limits.contains_key(res) {
+            continue;
+        }
+        let request = requests.get(res).and_then(parse);
+        let value = match request {
+            Some(req) if req > *default => req,
+            _ => default.clone(),
+        };
+        limits.insert(res.clone(), K8sQuantity(value.as_str().to_owned()));
+        applied.push(format!("limits.{res}={value} (defaults)"));
+        sources.insert(format!("limits.{res}"), Source::Default);
+    }
+    r.requests = (had.0 || !requests.is_empty()).then_some(requests);
+    r.limits = (had.1 || !limits.is_empty()).then_some(limits);
+    if !had_resources && r.requests.is_none() && r.limits.is_none() && r.claims.is_none() {
+        base.resources = None;
+    }
+}
+
+fn env(
+    base: &mut Container,
+    wanted: &BTreeMap<String, Sourced<String>>,
+    applied: &mut Vec<String>,
+) {
+    if wanted.is_empty() {
+        return;
+    }
+    let list = base.env.get_or_insert_with(Vec::new);
+    for (name, v) in wanted {
+        match list.iter_mut().find(|e| e.name == *name) {
+            Some(e) if e.value.as_deref() == Some(v.value.as_str()) && e.value_from.is_none() => {}
+            Some(e) => {
+                e.value = Some(v.value.clone());
+                e.value_from = None;
+                applied.push(format!("env {name} ({})", v.source));
+            }
+            None => {
+                list.push(EnvVar {
+                    name: name.clone(),
+                    value: Some(v.value.clone()),
+                    value_from: None,
+                });
+                applied.push(format!("env {name} ({})", v.source));
+            }
+        }
+    }
+}
+
+fn temp_storage(
+    base: &mut Container,
+    volumes: &mut Vec<Volume>,
+    t: &Sourced<TempStorage>,
+    applied: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let ts = &t.value;
+    let mounts = base.volume_mounts.get_or_insert_with(Vec::new);
+    let mounted = mounts.iter().any(|m| m.name == ts.volume_name);
+    let path_taken = mounts.iter().find(|m| {
+        m.name != ts.volume_name
+            && m.mount_path.trim_end_matches('/') == ts.path.trim_end_matches('/')
+    });
+    if let Some(other) = path_taken {
+        warnings.push(format!(
+            "airflow-keda-scaler: {} is already mounted from volume `{}`: temp storage not added",
+            ts.path, other.name
+        ));
+        if mounts.is_empty() {
+            base.volume_mounts = None;
+        }
+        return;
+    }
+    if !volumes.iter().any(|v| v.name == ts.volume_name) {
+        volumes.push(Volume {
+            name: ts.volume_name.clone(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: ts.medium.clone(),
+                size_limit: ts
+                    .size_limit
+                    .as_ref()
+                    .map(|q| K8sQuantity(q.as_str().to_owned())),
+            }),
+            ..Default::default()
+        });
+        let size = ts
+            .size_limit
+            .as_ref()
+            .map(|q| format!(" {q}"))
+            .unwrap_or_default();
+        let medium = ts
+            .medium
+            .as_ref()
+            .map(|m| format!(" {m}"))
+            .unwrap_or_default();
+        applied.push(format!(
+            "volume {}{medium}{size} ({})",
+            ts.volume_name, t.source
+        ));
+    }
+    if !mounted {
+        mounts.push(VolumeMount {
+            name: ts.volume_name.clone(),
+            mount_path: ts.path.clone(),
+            ..Default::default()
+        });
+        applied.push(format!(
+            "mount {} at {} ({})",
+            ts.volume_name, ts.path, t.source
+        ));
+    }
+}
+
+/// Tolerations equal up to Kubernetes' defaults (operator `Equal`, empty effect).
+fn same_toleration(a: &Toleration, b: &Toleration) -> bool {
+    let n = |t: &Toleration| {
+        (
+            t.key.clone().unwrap_or_default(),
+            t.operator.clone().unwrap_or_else(|| "Equal".to_owned()),
+            t.value.clone().unwrap_or_default(),
+            t.effect.clone().unwrap_or_default(),
+            t.toleration_seconds,
+        )
+    };
+    n(a) == n(b)
+}
+
+fn place(spec: &mut PodSpec, nt: &NodeType, source: &Source, applied: &mut Vec<String>) {
+    let mut changed = false;
+    if !nt.node_selector.is_empty() {
+        let sel = spec.node_selector.get_or_insert_with(Default::default);
+        for (k, v) in &nt.node_selector {
+            if sel.get(k) != Some(v) {
+                sel.insert(k.clone(), v.clone());
+                changed = true;
+            }
+        }
+    }
+    if !nt.tolerations.is_empty() {
+        let list = spec.tolerations.get_or_insert_with(Vec::new);
+        for t in &nt.tolerations {
+            if !list.iter().any(|have| same_toleration(have, t)) {
+                list.push(t.clone());
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        applied.push(format!("node type {} ({source})", nt.name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::matching::{TaskIdentity, choose_node_type, resolve};
+
+    fn run(policy: &str, pod: &str) -> Mutation {
+        let policy = Policy::parse(policy).unwrap();
+        let pod: Pod = serde_yaml::from_str(pod).unwrap();
+        let task = TaskIdentity::of(&pod);
+        let r = resolve(&policy, "airflow", &task, &pod);
+        let choice = choose_node_type(&policy, &r.effective, &pod);
+        mutate(&policy, &pod, &r.effective, &choice)
+    }
+
+    fn base(m: &Mutation) -> &Container {
+        &m.pod.spec.as_ref().unwrap().containers[0]
+    }
+
+    fn q(c: &Container, kind: &str, res: &str) -> Option<String> {
+        let r = c.resources.as_ref()?;
+        let m = if kind == "requests" {
+            r.requests.as_ref()
+        } else {
+            r.limits.as_ref()
+        }?;
+        m.get(res).map(|q| q.0.clone())
+    }
+
+    #[test]
+    fn defaults_fill_a_bare_pod() {
+        let m = run("", "spec: {containers: [{name: base}]}");
+        let b = base(&m);
+        assert_eq!(q(b, "requests", "cpu").as_deref(), Some("1"));
+        assert_eq!(q(b, "limits", "memory").as_deref(), Some("512Mi"));
+        assert_eq!(m.applied.len(), 4);
+        let note = &m.pod.metadata.annotations.as_ref().unwrap()[APPLIED_ANNOTATION];
+        assert!(note.contains("requests.cpu=1 (defaults)"), "{note}");
+    }
+
+    #[test]
+    fn defaults_keep_what_the_pod_sets_and_never_conflict() {
+        let m = run(
+            "",
+            "spec: {containers: [{name: base, resources: {requests: {cpu: '2', memory: 1Gi}, limits: {cpu: 3}}}]}",
+        );
+        let b = base(&m);
+        assert_eq!(q(b, "requests", "cpu").as_deref(), Some("2"));
+        assert_eq!(q(b, "limits", "cpu").as_deref(), Some("3"));
+        // memory limit would default to 512Mi, below the 1Gi request: raised to the request.
+        assert_eq!(q(b, "limits", "memory").as_deref(), Some("1Gi"));
+        // Only a limit: Kubernetes copies it to the request, the default does not lower it.
+        let m = run(
+            "",
+            "spec: {containers: [{name: base, resources: {limits: {cpu: 4}}}]}",
+        );
+        assert_eq!(q(base(&m), "requests", "cpu"), None);
+        assert_eq!(q(base(&m), "requests", "memory").as_deref(), Some("512Mi"));
+    }
+
+    #[test]
+    fn mutation_is_idempotent() {
+        let policy = r#"
+nodeTypes: {big: {nodeSelector: {pool: big}, tolerations: [{key: pool, value: big, effect: NoSchedule}]}}
+defaultNodeType: big
+priorityClasses: {}
+"#;
+        // (unknown key above would be a problem: keep the policy valid)
+        let policy = policy.replace("priorityClasses: {}\n", "");
+        let policy = format!(
+            "{policy}rules: [{{name: all, tempStorage: {{path: /scratch, sizeLimit: 1Gi}}, env: {{X: '1'}}, labels: {{team: data}}, priorityClassName: batch}}]"
+        );
+        let pod = "metadata: {name: p}\nspec: {priority: 0, containers: [{name: base, env: [{name: X, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]}, {name: side}]}";
+        let first = run(&policy, pod);
+        assert!(first.changed());
+        let again_pod = serde_yaml::to_string(&first.pod).unwrap();
+        let second = run(&policy, &again_pod);
+        assert!(
+            !second.changed(),
+            "second pass applied {:?}",
+            second.applied
+        );
+        assert_eq!(
+            serde_json::to_value(&second.pod).unwrap(),
+            serde_json::to_value(&first.pod).unwrap()
+        );
+        let spec = first.pod.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.containers[1].name, "side",
+            "containers keep their order"
+        );
+        assert_eq!(spec.priority, None);
+        assert_eq!(spec.tolerations.as_ref().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn temp_storage_does_not_steal_a_mount_path() {
+        let m = run(
+            "defaults: {resources: {}}\nrules: [{name: t, tempStorage: {path: /tmp}}]",
+            "spec: {containers: [{name: base, volumeMounts: [{name: mine, mountPath: /tmp/}]}], volumes: [{name: mine, emptyDir: {}}]}",
+        );
+        assert!(!m.changed());
+        assert_eq!(m.warnings.len(), 1);
+    }
+
+    #[test]
+    fn no_base_container_is_a_warning() {
+        let m = run("", "spec: {containers: [{name: main}]}");
+        assert!(!m.changed());
+        assert_eq!(m.warnings.len(), 1);
+    }
+}

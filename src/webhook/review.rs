@@ -1,0 +1,532 @@
+//! One admission review, from request bytes to response, without a socket.
+//!
+//! [`review_pod`] decides for one pod (skip, admit with a patch, or deny); [`handle`] wraps it
+//! in the `admission.k8s.io/v1` protocol. The patch is the RFC 6902 difference between the
+//! typed pod and its mutated copy; both sides go through the same typed model, so fields this
+//! build does not know are never mentioned. A safety check refuses (as an internal error) any
+//! patch that would touch what the webhook must never touch.
+
+use std::fmt;
+
+use base64::Engine as _;
+use json_patch::{Patch, PatchOperation};
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::{
+    DynamicObject,
+    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+};
+use serde_json::Value;
+
+use super::{
+    guard,
+    matching::{self, TaskIdentity},
+    mutate,
+    policy::{Action, PROFILE_ANNOTATION, Policy, WORKLOAD_VOLUME},
+};
+
+/// Why a review could not be answered (the HTTP layer answers 400 or 500).
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    /// The body is not an `admission.k8s.io/v1` AdmissionReview with a request.
+    #[error("not an admission.k8s.io/v1 AdmissionReview: {0}")]
+    BadReview(String),
+    /// The object claims to be a Pod but is not one.
+    #[error("request {uid}: object is not a valid v1 Pod: {reason}")]
+    BadPod {
+        /// Request uid.
+        uid: String,
+        /// Decoder message.
+        reason: String,
+    },
+    /// A bug: the computed patch would break an invariant (never sent).
+    #[error("internal error: refusing to send a patch that {0}")]
+    UnsafePatch(String),
+    /// A bug: JSON serialization failed.
+    #[error("internal error: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// The decision for one pod.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Not an Airflow task pod (or not a pod creation): admitted, untouched.
+    Skip(&'static str),
+    /// Admitted, with a patch (possibly empty).
+    Allow {
+        /// The task.
+        task: TaskIdentity,
+        /// RFC 6902 operations (empty: nothing to change).
+        patch: Patch,
+        /// What was applied, one item per change.
+        applied: Vec<String>,
+        /// Warnings for the client.
+        warnings: Vec<String>,
+    },
+    /// Refused.
+    Deny {
+        /// The task.
+        task: TaskIdentity,
+        /// Why, and what to change.
+        message: String,
+        /// Warnings for the client.
+        warnings: Vec<String>,
+    },
+}
+
+/// How a review ended, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Airflow pod, changed.
+    Mutated,
+    /// Airflow pod, nothing to change.
+    Unchanged,
+    /// Airflow pod, refused.
+    Denied,
+    /// Not ours: admitted untouched.
+    Skipped,
+    /// Malformed request (HTTP 400 / 413).
+    Invalid,
+    /// No policy loaded yet (HTTP 503).
+    Unavailable,
+    /// Internal error (HTTP 500).
+    Error,
+}
+
+impl Outcome {
+    /// Metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mutated => "mutated",
+            Self::Unchanged => "unchanged",
+            Self::Denied => "denied",
+            Self::Skipped => "skipped",
+            Self::Invalid => "invalid",
+            Self::Unavailable => "unavailable",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Verdict {
+    /// The outcome label.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::Skip(_) => Outcome::Skipped,
+            Self::Allow { patch, .. } if patch.0.is_empty() => Outcome::Unchanged,
+            Self::Allow { .. } => Outcome::Mutated,
+            Self::Deny { .. } => Outcome::Denied,
+        }
+    }
+}
+
+/// Decides for one pod being created in `namespace`.
+pub fn review_pod(policy: &Policy, namespace: &str, pod: &Pod) -> Result<Verdict, ReviewError> {
+    if !matching::is_airflow_pod(&policy.airflow_pods, pod) {
+        return Ok(Verdict::Skip("not an Airflow KubernetesExecutor task pod"));
+    }
+    let task = TaskIdentity::of(pod);
+    let resolution = matching::resolve(policy, namespace, &task, pod);
+    let mut warnings = Vec::new();
+    if let Some(name) = &resolution.unknown_profile {
+        let known: Vec<&str> = policy.profiles.keys().map(String::as_str).collect();
+        let known = if known.is_empty() {
+            "this cluster defines no profiles".to_owned()
+        } else {
+            format!("known profiles: {}", known.join(", "))
+        };
+        let msg = format!(
+            "task {task} asks for profile `{name}` ({PROFILE_ANNOTATION}) but there is no such profile; {known}"
+        );
+        if policy.guard_rails.unknown_profile == Action::Deny {
+            return Ok(Verdict::Deny {
+                task,
+                message: msg,
+                warnings,
+            });
+        }
+        warnings.push(format!("airflow-keda-scaler: {msg}"));
+    }
+    let choice = matching::choose_node_type(policy, &resolution.effective, pod);
+    let mutation = mutate::mutate(policy, pod, &resolution.effective, &choice);
+    warnings.extend(mutation.warnings.iter().cloned());
+    let report = guard::check(
+        policy,
+        &mutation.pod,
+        &task,
+        &choice,
+        &mutation.base_sources,
+    );
+    warnings.extend(report.warnings);
+    if !report.violations.is_empty() {
+        return Ok(Verdict::Deny {
+            task,
+            message: report.violations.join("; "),
+            warnings,
+        });
+    }
+    let patch = pod_patch(pod, &mutation.pod)?;
+    Ok(Verdict::Allow {
+        task,
+        patch,
+        applied: mutation.applied,
+        warnings,
+    })
+}
+
+/// The RFC 6902 patch from `before` to `after`, checked against the invariants.
+pub fn pod_patch(before: &Pod, after: &Pod) -> Result<Patch, ReviewError> {
+    let b = serde_json::to_value(before)?;
+    let a = serde_json::to_value(after)?;
+    let patch = json_patch::diff(&b, &a);
+    check_patch(before, &patch)?;
+    Ok(patch)
+}
+
+fn op_path(op: &PatchOperation) -> Vec<String> {
+    op.path()
+        .tokens()
+        .map(|t| t.decoded().into_owned())
+        .collect()
+}
+
+/// Refuses patches that would reorder or replace containers, touch `args` / `command`, touch
+/// Airflow 3's workload volume or its mount, or remove anything but the fields the webhook is
+/// allowed to clear.
+pub fn check_patch(before: &Pod, patch: &Patch) -> Result<(), ReviewError> {
+    let spec = before.spec.as_ref();
+    let workload_volume = spec
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().position(|v| v.name == WORKLOAD_VOLUME))
+        .map(|i| i.to_string());
+    let unsafe_patch = |why: String| Err(ReviewError::UnsafePatch(why));
+    for op in &patch.0 {
+        let path = op_path(op);
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        let shown = op.path().to_string();
+        if !matches!(
+            op,
+            PatchOperation::Add(_) | PatchOperation::Replace(_) | PatchOperation::Remove(_)
+        ) {
+            return unsafe_patch(format!("uses a move/copy/test op at {shown}"));
+        }
+        match p.as_slice() {
+            [
+                "spec",
+                "containers" | "initContainers" | "ephemeralContainers",
+            ]
+            | [
+                "spec",
+                "containers" | "initContainers" | "ephemeralContainers",
+                _,
+            ] => {
+                return unsafe_patch(format!("adds, removes or replaces a container ({shown})"));
+            }
+            [
+                "spec",
+                "containers" | "initContainers",
+                _,
+                "args" | "command" | "name",
+                ..,
+            ] => {
+                return unsafe_patch(format!(
+                    "touches a container's command, args or name ({shown})"
+                ));
+            }
+            ["spec", "volumes"] if spec.and_then(|s| s.volumes.as_ref()).is_some() => {
+                return unsafe_patch(format!("replaces the volume list ({shown})"));
+            }
+            ["spec", "volumes", i, ..] if Some(*i) == workload_volume.as_deref() => {
+                return unsafe_patch(format!("touches the {WORKLOAD_VOLUME} volume ({shown})"));
+            }
+            ["spec", "containers", i, "volumeMounts", rest @ ..] => {
+                let mounts = i
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| spec?.containers.get(i))
+                    .and_then(|c| c.volume_mounts.as_ref());
+                if let Some(mounts) = mounts {
+                    if rest.is_empty() {
+                        return unsafe_patch(format!(
+                            "replaces a container's volume mounts ({shown})"
+                        ));
+                    }
+                    let workload_mount = mounts
+                        .iter()
+                        .position(|m| m.name == WORKLOAD_VOLUME)
+                        .map(|i| i.to_string());
+                    if Some(rest[0]) == workload_mount.as_deref() {
+                        return unsafe_patch(format!(
+                            "touches the {WORKLOAD_VOLUME} mount ({shown})"
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let PatchOperation::Remove(_) = op {
+            let allowed = matches!(
+                p.as_slice(),
+                ["spec", "priority" | "preemptionPolicy"]
+                    | ["spec", "containers", _, "env", _, "valueFrom"]
+            );
+            if !allowed {
+                return unsafe_patch(format!("removes {shown}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Result of handling one AdmissionReview body.
+#[derive(Debug, Clone)]
+pub struct Handled {
+    /// The response to send (HTTP 200), as JSON (see [`encode_response`]).
+    pub response: Value,
+    /// For metrics.
+    pub outcome: Outcome,
+    /// For the log line.
+    pub summary: ReviewSummary,
+}
+
+/// What the log line says about a review.
+#[derive(Debug, Clone, Default)]
+pub struct ReviewSummary {
+    /// Request uid.
+    pub uid: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Pod name (or generateName).
+    pub pod: String,
+    /// Task, when an Airflow pod.
+    pub task: Option<String>,
+    /// What was applied, or why it was skipped or denied.
+    pub detail: String,
+    /// Number of patch operations.
+    pub patch_ops: usize,
+    /// Warnings sent.
+    pub warnings: Vec<String>,
+}
+
+/// Handles one AdmissionReview body: parse, decide, answer with the same `uid`.
+pub fn handle(policy: &Policy, body: &[u8]) -> Result<Handled, ReviewError> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|e| ReviewError::BadReview(e.to_string()))?;
+    if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
+        return Err(ReviewError::BadReview(format!(
+            "apiVersion `{}` kind `{}` (expected admission.k8s.io/v1 AdmissionReview)",
+            review.types.api_version, review.types.kind
+        )));
+    }
+    let request: AdmissionRequest<DynamicObject> = review
+        .try_into()
+        .map_err(|_| ReviewError::BadReview("no request".to_owned()))?;
+    let mut summary = ReviewSummary {
+        uid: request.uid.clone(),
+        namespace: request.namespace.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let base = AdmissionResponse::from(&request);
+    let is_pod = request.kind.group.is_empty()
+        && request.kind.version == "v1"
+        && request.kind.kind == "Pod"
+        && request.sub_resource.as_deref().unwrap_or("").is_empty();
+    let skip = |why: &str, mut summary: ReviewSummary| {
+        summary.detail = why.to_owned();
+        encode_response(base.clone().into_review()).map(|response| Handled {
+            response,
+            outcome: Outcome::Skipped,
+            summary,
+        })
+    };
+    if !is_pod {
+        let why = format!(
+            "not a pod ({}/{} {}{})",
+            request.kind.group,
+            request.kind.version,
+            request.kind.kind,
+            request
+                .sub_resource
+                .as_deref()
+                .map(|s| format!(" /{s}"))
+                .unwrap_or_default()
+        );
+        return skip(&why, summary);
+    }
+    if request.operation != Operation::Create {
+        return skip("not a CREATE", summary);
+    }
+    let Some(object) = request.object.as_ref() else {
+        return skip("no object", summary);
+    };
+    let bad_pod = |reason: String| ReviewError::BadPod {
+        uid: request.uid.clone(),
+        reason,
+    };
+    let value = serde_json::to_value(object).map_err(|e| bad_pod(e.to_string()))?;
+    let pod: Pod = serde_json::from_value(value).map_err(|e| bad_pod(e.to_string()))?;
+    summary.pod = pod
+        .metadata
+        .name
+        .clone()
+        .or_else(|| pod.metadata.generate_name.clone())
+        .unwrap_or_default();
+    let namespace = request
+        .namespace
+        .clone()
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or_default();
+    summary.namespace.clone_from(&namespace);
+    let verdict = review_pod(policy, &namespace, &pod)?;
+    let outcome = verdict.outcome();
+    let response = match verdict {
+        Verdict::Skip(why) => return skip(why, summary),
+        Verdict::Allow {
+            task,
+            patch,
+            applied,
+            warnings,
+        } => {
+            summary.task = Some(task.to_string());
+            summary.patch_ops = patch.0.len();
+            summary.detail = if applied.is_empty() {
+                "nothing to change".to_owned()
+            } else {
+                applied.join("; ")
+            };
+            summary.warnings.clone_from(&warnings);
+            let mut resp = if patch.0.is_empty() {
+                base
+            } else {
+                base.with_patch(patch)
+                    .map_err(|e| ReviewError::UnsafePatch(e.to_string()))?
+            };
+            resp.warnings = (!warnings.is_empty()).then_some(warnings);
+            resp
+        }
+        Verdict::Deny {
+            task,
+            message,
+            warnings,
+        } => {
+            summary.task = Some(task.to_string());
+            summary.detail.clone_from(&message);
+            summary.warnings.clone_from(&warnings);
+            let mut resp = base.deny(message);
+            resp.result.code = 403;
+            resp.result.reason = "Forbidden".to_owned();
+            resp.warnings = (!warnings.is_empty()).then_some(warnings);
+            resp
+        }
+    };
+    Ok(Handled {
+        response: encode_response(response.into_review())?,
+        outcome,
+        summary,
+    })
+}
+
+/// Serializes a response review the way the API server reads it: `patch` is a base64 string
+/// (Go `[]byte`), not the JSON array of numbers serde makes of kube's `Vec<u8>`
+/// (kube-rs/kube#1781).
+pub fn encode_response(review: AdmissionReview<DynamicObject>) -> Result<Value, ReviewError> {
+    let mut value = serde_json::to_value(&review)?;
+    if let Some(resp) = value.get_mut("response").and_then(Value::as_object_mut)
+        && let Some(bytes) = review.response.as_ref().and_then(|r| r.patch.as_ref())
+    {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+        resp.insert("patch".to_owned(), Value::String(encoded));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use json_patch::{AddOperation, PatchOperation, RemoveOperation, jsonptr::PointerBuf};
+    use serde_json::json;
+
+    fn pod() -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "containers": [{"name": "base", "args": ["x"],
+                    "volumeMounts": [{"name": "airflow-workload", "mountPath": "/run/secrets/airflow-workload"}]}],
+                "volumes": [{"name": "airflow-workload", "secret": {"secretName": "s"}}],
+                "priority": 0
+            }
+        }))
+        .unwrap()
+    }
+
+    fn add(path: &[&str]) -> PatchOperation {
+        PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(path.iter().copied()),
+            value: json!("x"),
+        })
+    }
+
+    fn remove(path: &[&str]) -> PatchOperation {
+        PatchOperation::Remove(RemoveOperation {
+            path: PointerBuf::from_tokens(path.iter().copied()),
+        })
+    }
+
+    #[test]
+    fn safety_check_refuses_forbidden_patches() {
+        let p = pod();
+        for bad in [
+            add(&["spec", "containers", "1"]),
+            add(&["spec", "containers", "0", "args", "0"]),
+            add(&["spec", "volumes", "0", "secret"]),
+            add(&["spec", "volumes"]),
+            add(&["spec", "containers", "0", "volumeMounts", "0", "readOnly"]),
+            remove(&["metadata", "labels"]),
+        ] {
+            assert!(
+                check_patch(&p, &Patch(vec![bad.clone()])).is_err(),
+                "{bad:?}"
+            );
+        }
+        for ok in [
+            add(&["spec", "volumes", "1"]),
+            add(&["spec", "containers", "0", "volumeMounts", "1"]),
+            add(&["spec", "containers", "0", "resources"]),
+            remove(&["spec", "priority"]),
+        ] {
+            assert!(check_patch(&p, &Patch(vec![ok.clone()])).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_reviews_are_errors_not_panics() {
+        let policy = Policy::parse("").unwrap();
+        let cases: &[&[u8]] = &[
+            b"",
+            b"null",
+            b"{",
+            b"[]",
+            b"\xff\xfe",
+            br#"{"kind":"AdmissionReview"}"#,
+            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1beta1","request":{}}"#,
+            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#,
+            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u"}}"#,
+            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{},"object":{"apiVersion":"v1","kind":"Pod","spec":{"containers":"nope"}}}}"#,
+            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{},"object":{"apiVersion":"v2","kind":"Pod"}}}"#,
+            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"EXPLODE","userInfo":{}}}"#,
+            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"labels":{"kubernetes_executor":"True","airflow-worker":"1"}},"spec":{"containers":[{"name":"base","resources":{"requests":{"cpu":"lots"}}}]}}}}"#,
+        ];
+        for body in cases {
+            let _ = handle(&policy, body);
+        }
+        assert!(matches!(
+            handle(&policy, b"{"),
+            Err(ReviewError::BadReview(_))
+        ));
+    }
+}

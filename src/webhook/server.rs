@@ -1,0 +1,584 @@
+//! The webhook's servers: HTTPS `POST /mutate` (rustls, certificate hot reload) and a plain
+//! admin port with `/livez`, `/readyz` and `/metrics`.
+//!
+//! Handlers are thin adapters over [`review::handle`]. Readiness holds only after both ports
+//! are bound and a certificate and a policy are loaded; it drops as soon as shutdown starts.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State, rejection::BytesRejection},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+
+use super::{
+    args::WebhookArgs,
+    metrics::{Metrics, Reloaded},
+    policy::Policy,
+    reload::{Poll, Watched},
+    review::{self, Outcome, ReviewError},
+    tls::{self, CertStore, TlsError},
+};
+
+/// Why the webhook could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Where the certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// PEM files, re-read when they change.
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+    /// Generated at start for these names.
+    SelfSigned {
+        /// DNS names / IP addresses.
+        hosts: Vec<String>,
+    },
+}
+
+/// Everything the webhook needs to run (independent of clap).
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// HTTPS address.
+    pub addr: SocketAddr,
+    /// Admin HTTP address.
+    pub admin_addr: SocketAddr,
+    /// Certificate source.
+    pub tls: TlsSource,
+    /// Policy file.
+    pub policy: PathBuf,
+    /// How often files are checked for changes.
+    pub reload_interval: Duration,
+    /// Largest body accepted.
+    pub max_body_bytes: usize,
+    /// Time allowed per request (and per TLS handshake).
+    pub request_timeout: Duration,
+}
+
+impl From<&WebhookArgs> for WebhookConfig {
+    fn from(a: &WebhookArgs) -> Self {
+        let tls = match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) if !a.self_signed => TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => TlsSource::SelfSigned {
+                hosts: a.self_signed_hosts.clone(),
+            },
+        };
+        Self {
+            addr: a.addr,
+            admin_addr: a.admin_addr,
+            tls,
+            policy: a.policy.clone(),
+            reload_interval: a.reload_interval,
+            max_body_bytes: a.max_body_bytes,
+            request_timeout: a.request_timeout,
+        }
+    }
+}
+
+/// The policy in force; swapped by the reloader.
+#[derive(Debug, Default)]
+pub struct PolicyStore {
+    current: RwLock<Option<Arc<Policy>>>,
+}
+
+impl PolicyStore {
+    /// The policy in force, if one was ever loaded.
+    pub fn get(&self) -> Option<Arc<Policy>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a new policy in force.
+    pub fn set(&self, policy: Policy) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(policy));
+    }
+}
+
+/// State shared by the handlers and the reloader.
+#[derive(Debug)]
+pub struct AppState {
+    /// Policy in force.
+    pub policy: PolicyStore,
+    /// Certificate in use.
+    pub certs: Arc<CertStore>,
+    /// Metrics.
+    pub metrics: Metrics,
+    stopping: AtomicBool,
+}
+
+impl AppState {
+    /// Why the webhook is not ready, or `None` when it is.
+    pub fn not_ready(&self) -> Option<String> {
+        let mut why = Vec::new();
+        if self.stopping.load(Ordering::Relaxed) {
+            why.push("shutting down");
+        }
+        if self.policy.get().is_none() {
+            why.push("no valid policy loaded");
+        }
+        if !self.certs.is_loaded() {
+            why.push("no valid certificate loaded");
+        }
+        (!why.is_empty()).then(|| why.join(", "))
+    }
+}
+
+/// A started webhook.
+#[derive(Debug)]
+pub struct RunningWebhook {
+    /// Bound HTTPS address.
+    pub addr: SocketAddr,
+    /// Bound admin address.
+    pub admin_addr: SocketAddr,
+    /// Shared state (readiness, policy, certificate).
+    pub state: Arc<AppState>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningWebhook {
+    /// Resolves when every server and the reloader have stopped (after `shutdown` fires).
+    pub async fn wait(self) {
+        for t in self.tasks {
+            if let Err(e) = t.await {
+                tracing::error!(error = %e, "webhook task failed");
+            }
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Binds both ports, loads the certificate and the policy (a missing or invalid one leaves the
+/// webhook running but not ready), and serves until `shutdown` is cancelled.
+pub async fn start(
+    config: WebhookConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningWebhook, ServerError> {
+    let https = bind(config.addr).await?;
+    let admin = bind(config.admin_addr).await?;
+    let addr = https.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.addr,
+        source,
+    })?;
+    let admin_addr = admin.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.admin_addr,
+        source,
+    })?;
+
+    let state = Arc::new(AppState {
+        policy: PolicyStore::default(),
+        certs: Arc::new(CertStore::new()),
+        metrics: Metrics::new(),
+        stopping: AtomicBool::new(false),
+    });
+
+    let mut cert_files = match &config.tls {
+        TlsSource::Files { cert, key } => Some(Watched::new(vec![cert.clone(), key.clone()])),
+        TlsSource::SelfSigned { hosts } => {
+            let (cert, key) = tls::self_signed(hosts)?;
+            let ck = tls::certified_key(
+                cert.as_bytes(),
+                key.as_bytes(),
+                "self-signed",
+                "self-signed",
+                &tls::provider(),
+            )?;
+            state.certs.set(ck);
+            state.metrics.reload(Reloaded::Certificate, true);
+            tracing::warn!(hosts = ?hosts, "serving a self-signed certificate: for local runs only");
+            None
+        }
+    };
+    let mut policy_file = Watched::new(vec![config.policy.clone()]);
+    reload_policy(&state, &mut policy_file).await;
+    if let Some(w) = cert_files.as_mut() {
+        reload_cert(&state, w).await;
+    }
+
+    let tls_config = Arc::new(tls::server_config(state.certs.clone())?);
+    let mut tasks = Vec::new();
+
+    // Reloader.
+    {
+        let state = state.clone();
+        let token = shutdown.clone();
+        let interval = config.reload_interval.max(Duration::from_millis(10));
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    _ = tick.tick() => {
+                        reload_policy(&state, &mut policy_file).await;
+                        if let Some(w) = cert_files.as_mut() {
+                            reload_cert(&state, w).await;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    // Readiness drops as soon as shutdown starts.
+    {
+        let state = state.clone();
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            token.cancelled().await;
+            state.stopping.store(true, Ordering::Relaxed);
+        }));
+    }
+
+    let router = mutate_router(state.clone(), &config);
+    tasks.push(tokio::spawn(serve_https(
+        https,
+        TlsAcceptor::from(tls_config),
+        router,
+        shutdown.clone(),
+        config.request_timeout,
+    )));
+
+    let admin_router = admin_router(state.clone());
+    let token = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(admin, admin_router)
+            .with_graceful_shutdown(async move { token.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    }));
+
+    tracing::info!(%addr, %admin_addr, policy = %config.policy.display(), "webhook listening");
+    Ok(RunningWebhook {
+        addr,
+        admin_addr,
+        state,
+        tasks,
+    })
+}
+
+/// Runs the `webhook` subcommand until SIGTERM / SIGINT.
+pub async fn run(args: WebhookArgs) -> Result<ExitCode, ServerError> {
+    let config = WebhookConfig::from(&args);
+    let token = CancellationToken::new();
+    let server = start(config, token.clone()).await?;
+    let drain = crate::shutdown::run_until_signal(token, args.shutdown_grace, server.wait()).await;
+    tracing::info!(?drain, "webhook stopped");
+    Ok(match drain {
+        crate::shutdown::Drain::Clean => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}
+
+async fn reload_policy(state: &AppState, watched: &mut Watched) {
+    let path = watched
+        .paths()
+        .first()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let had = state.policy.get().is_some();
+    let keep = if had {
+        "keeping the last good policy"
+    } else {
+        "not ready until a valid policy is loaded"
+    };
+    match watched.poll().await {
+        Poll::Unchanged => {}
+        Poll::Failed(e) => {
+            state.metrics.reload(Reloaded::Policy, false);
+            tracing::error!(policy = %path, error = %e, "policy cannot be read; {keep}");
+        }
+        Poll::Changed(files) => {
+            let bytes = files.into_iter().next().unwrap_or_default();
+            let parsed = match String::from_utf8(bytes) {
+                Ok(text) => Policy::parse(&text),
+                Err(_) => Err(vec![super::policy::Problem {
+                    path: ".".to_owned(),
+                    message: "the file is not UTF-8".to_owned(),
+                }]),
+            };
+            match parsed {
+                Ok(policy) => {
+                    for w in policy.lint() {
+                        tracing::warn!(policy = %path, "policy: {w}");
+                    }
+                    tracing::info!(
+                        policy = %path,
+                        node_types = policy.node_types.len(),
+                        profiles = policy.profiles.len(),
+                        rules = policy.rules.len(),
+                        "policy {}",
+                        if had { "reloaded" } else { "loaded" }
+                    );
+                    state.policy.set(policy);
+                    state.metrics.reload(Reloaded::Policy, true);
+                }
+                Err(problems) => {
+                    state.metrics.reload(Reloaded::Policy, false);
+                    let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                    tracing::error!(
+                        policy = %path,
+                        problems = list.len(),
+                        "policy rejected, {keep}: {}",
+                        list.join("; ")
+                    );
+                }
+            }
+        }
+    }
+}
+
+async fn reload_cert(state: &AppState, watched: &mut Watched) {
+    let names: Vec<String> = watched
+        .paths()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let (cert_name, key_name) = match names.as_slice() {
+        [c, k] => (c.clone(), k.clone()),
+        _ => return,
+    };
+    match watched.poll().await {
+        Poll::Unchanged => {}
+        Poll::Failed(e) => {
+            state.metrics.reload(Reloaded::Certificate, false);
+            tracing::error!(error = %e, "certificate cannot be read; keeping the current one");
+        }
+        Poll::Changed(files) => {
+            let (cert, key) = match files.as_slice() {
+                [c, k] => (c, k),
+                _ => return,
+            };
+            match tls::certified_key(cert, key, &cert_name, &key_name, &tls::provider()) {
+                Ok(ck) => {
+                    let first = !state.certs.is_loaded();
+                    state.certs.set(ck);
+                    state.metrics.reload(Reloaded::Certificate, true);
+                    tracing::info!(cert = %cert_name, "certificate {}", if first { "loaded" } else { "reloaded" });
+                }
+                Err(e) => {
+                    state.metrics.reload(Reloaded::Certificate, false);
+                    // A non-atomic update may show a new cert with the old key for one poll.
+                    tracing::error!(error = %e, "certificate rejected; keeping the current one");
+                }
+            }
+        }
+    }
+}
+
+fn mutate_router(state: Arc<AppState>, config: &WebhookConfig) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate_handler))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .with_state(state)
+}
+
+fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.not_ready() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn mutate_handler(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let (outcome, response) = answer(&state, body);
+    state
+        .metrics
+        .review(outcome, started.elapsed().as_secs_f64());
+    response
+}
+
+fn answer(state: &AppState, body: Result<Bytes, BytesRejection>) -> (Outcome, Response) {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            tracing::warn!(status = status.as_u16(), error = %rejection.body_text(), "admission review rejected");
+            return (
+                Outcome::Invalid,
+                (status, rejection.body_text()).into_response(),
+            );
+        }
+    };
+    let Some(policy) = state.policy.get() else {
+        tracing::warn!("admission review refused: no policy loaded yet");
+        return (
+            Outcome::Unavailable,
+            (StatusCode::SERVICE_UNAVAILABLE, "no policy loaded yet\n").into_response(),
+        );
+    };
+    match review::handle(&policy, &body) {
+        Ok(h) => {
+            let s = &h.summary;
+            tracing::info!(
+                uid = %s.uid,
+                namespace = %s.namespace,
+                pod = %s.pod,
+                task = s.task.as_deref().unwrap_or("-"),
+                outcome = %h.outcome,
+                patch_ops = s.patch_ops,
+                warnings = s.warnings.len(),
+                "admission review: {}",
+                s.detail
+            );
+            (h.outcome, Json(h.response).into_response())
+        }
+        Err(e @ (ReviewError::BadReview(_) | ReviewError::BadPod { .. })) => {
+            tracing::warn!(error = %e, "admission review rejected");
+            (
+                Outcome::Invalid,
+                (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "admission review failed");
+            (
+                Outcome::Error,
+                (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+            )
+        }
+    }
+}
+
+async fn serve_https(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    shutdown: CancellationToken,
+    timeout: Duration,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        // Reap finished connections so the set stays small.
+        while connections.try_join_next().is_some() {}
+        let (tcp, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout);
+            let conn =
+                builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    // Let open connections finish their in-flight requests.
+    while connections.join_next().await.is_some() {}
+}

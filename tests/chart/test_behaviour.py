@@ -1,0 +1,551 @@
+"""What the rendered chart must do, value by value."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import yaml
+from chart_helpers import FULLNAME, NAMESPACE, RELEASE, arg_value, container, load_values, notes, of_kind, one, render
+
+WEBHOOK = f"{FULLNAME}-webhook"
+CONFIG_DIR = "/etc/airflow-keda-scaler"
+
+
+def worker_queue_file(docs) -> dict:
+    cm = one(docs, "ConfigMap", FULLNAME)
+    return yaml.safe_load(cm["data"]["worker-queues.yaml"])
+
+
+def scaled_objects(docs) -> dict[str, dict]:
+    return {so["spec"]["triggers"][0]["metadata"]["workerQueue"]: so for so in of_kind(docs, "ScaledObject")}
+
+
+# ------------------------------------------------------------------ worker queues
+
+
+@pytest.mark.parametrize(
+    "value_set, expected",
+    [
+        (
+            "defaults",
+            [
+                {"name": "default", "queues": ["default"], "maxTasksPerWorker": 16, "minWorkers": 1, "maxWorkers": 10},
+            ],
+        ),
+        (
+            "three-queues",
+            [
+                {"name": "default", "queues": ["default"], "maxTasksPerWorker": 16, "minWorkers": 1, "maxWorkers": 10},
+                {
+                    "name": "high-cpu",
+                    "queues": ["high_cpu", "etl"],
+                    "maxTasksPerWorker": 4,
+                    "minWorkers": 0,
+                    "maxWorkers": 20,
+                    "activationTasks": 1,
+                },
+                {
+                    "name": "gpu",
+                    "queues": ["gpu"],
+                    "maxTasksPerWorker": 1,
+                    "minWorkers": 0,
+                    "maxWorkers": 3,
+                    "executorNames": ["CeleryExecutor"],
+                    "defaultExecutor": False,
+                },
+            ],
+        ),
+        (
+            "tls",
+            [
+                {"name": "default", "queues": ["default"], "maxTasksPerWorker": 16, "minWorkers": 1, "maxWorkers": 10},
+                {"name": "reports", "queues": ["reports"], "maxTasksPerWorker": 16, "minWorkers": 1, "maxWorkers": 4},
+            ],
+        ),
+        (
+            "external-push",
+            [
+                {"name": "default", "queues": ["default"], "maxTasksPerWorker": 16, "minWorkers": 0, "maxWorkers": 10},
+            ],
+        ),
+    ],
+)
+def test_worker_queue_file_equals_values(value_set, expected):
+    assert worker_queue_file(render(load_values(value_set))) == {"workerQueues": expected}
+
+
+def test_one_scaled_object_per_worker_queue_with_matching_min_max(value_set):
+    _, values = value_set
+    docs = render(values)
+    entries = worker_queue_file(docs)["workerQueues"]
+    sos = scaled_objects(docs)
+    assert sorted(sos) == sorted(e["name"] for e in entries)
+    for entry in entries:
+        spec = sos[entry["name"]]["spec"]
+        assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (entry["minWorkers"], entry["maxWorkers"])
+        assert sos[entry["name"]]["metadata"]["name"] == f"{FULLNAME}-{entry['name']}"
+
+
+@pytest.mark.parametrize(
+    "value_set, queue, target",
+    [
+        ("defaults", "default", {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "airflow-worker"}),
+        ("three-queues", "default", {"apiVersion": "apps/v1", "kind": "Deployment", "name": "airflow-worker"}),
+        (
+            "three-queues",
+            "high-cpu",
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": "airflow-worker-high-cpu"},
+        ),
+        ("three-queues", "gpu", {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "gpu-workers"}),
+        ("tls", "reports", {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "prod-worker-reports"}),
+    ],
+)
+def test_scale_target_defaults_to_the_airflow_charts_worker(value_set, queue, target):
+    assert scaled_objects(render(load_values(value_set)))[queue]["spec"]["scaleTargetRef"] == target
+
+
+@pytest.mark.parametrize("value_set, namespace", [("defaults", NAMESPACE), ("tls", "airflow-prod")])
+def test_scaled_objects_live_with_the_workers(value_set, namespace):
+    for so in of_kind(render(load_values(value_set)), "ScaledObject"):
+        assert so["metadata"]["namespace"] == namespace
+
+
+# ------------------------------------------------------------------ triggers
+
+
+@pytest.mark.parametrize(
+    "value_set, trigger_type, polling, cooldown",
+    [
+        ("defaults", "external", 10, 300),
+        ("external-push", "external-push", 30, 120),
+    ],
+)
+def test_trigger(value_set, trigger_type, polling, cooldown):
+    for name, so in scaled_objects(render(load_values(value_set))).items():
+        spec = so["spec"]
+        assert (spec["pollingInterval"], spec["cooldownPeriod"]) == (polling, cooldown)
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == trigger_type
+        assert trigger["metadata"] == {
+            "scalerAddress": f"{FULLNAME}.{NAMESPACE}.svc.cluster.local:9090",
+            "workerQueue": name,
+        }
+
+
+def test_trigger_metadata_never_carries_credentials(value_set):
+    _, values = value_set
+    for so in of_kind(render(values), "ScaledObject"):
+        metadata = so["spec"]["triggers"][0]["metadata"]
+        assert not [k for k in metadata if k.endswith("FromEnv") or "connection" in k.lower()]
+
+
+@pytest.mark.parametrize(
+    "value_set, behavior",
+    [
+        ("defaults", {"scaleUp": {"tolerance": "0"}, "scaleDown": {"tolerance": "0"}}),
+        (
+            "external-push",
+            {
+                "scaleUp": {"tolerance": "0"},
+                "scaleDown": {
+                    "tolerance": "0",
+                    "stabilizationWindowSeconds": 600,
+                    "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}],
+                },
+            },
+        ),
+        ("webhook", None),  # scaledObject.exactTolerance: false
+    ],
+)
+def test_hpa_tolerance_zero(value_set, behavior):
+    for so in of_kind(render(load_values(value_set)), "ScaledObject"):
+        got = so["spec"].get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior")
+        assert got == behavior
+
+
+def test_explicit_tolerance_in_behavior_wins():
+    docs = render({"scaledObject": {"behavior": {"scaleDown": {"tolerance": "0.05"}}}})
+    (so,) = of_kind(docs, "ScaledObject")
+    assert so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == {
+        "scaleUp": {"tolerance": "0"},
+        "scaleDown": {"tolerance": "0.05"},
+    }
+
+
+def test_fallback_passed_through():
+    (so,) = of_kind(render(load_values("external-push")), "ScaledObject")
+    assert so["spec"]["fallback"] == {"failureThreshold": 3, "replicas": 2}
+
+
+# ------------------------------------------------------------------ scaler Deployment
+
+
+def test_scaler_args_match_contract():
+    args = container(one(render(), "Deployment", FULLNAME))["args"]
+    assert args[0] == "serve"
+    expected = {
+        "--grpc-addr": "0.0.0.0:9090",
+        "--admin-addr": "0.0.0.0:9091",
+        "--probe-addr": "0.0.0.0:9092",
+        "--worker-queues": f"{CONFIG_DIR}/worker-queues.yaml",
+        "--refresh-interval": "1s",
+        "--max-staleness": "30s",
+        "--shutdown-grace": "10s",
+        "--log-format": "json",
+        "--log": "info",
+    }
+    assert {flag: arg_value(args, flag) for flag in expected} == expected
+    assert not [a for a in args if a.startswith("--tls") or a.startswith("--database")]
+
+
+def env_of(docs) -> dict[str, object]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(one(docs, "Deployment", FULLNAME))["env"]}
+
+
+def test_probes_are_native_grpc_on_the_numeric_probe_port(value_set):
+    _, values = value_set
+    c = container(one(render(values), "Deployment", FULLNAME))
+    assert c["livenessProbe"]["grpc"] == {"port": 9092, "service": "liveness"}
+    assert c["readinessProbe"]["grpc"] == {"port": 9092, "service": "readiness"}
+    assert {p["containerPort"] for p in c["ports"]} == {9090, 9091, 9092}
+
+
+def test_service_has_numeric_grpc_port_and_is_headless():
+    svc = one(render(), "Service", FULLNAME)
+    assert svc["spec"]["clusterIP"] == "None"
+    ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    assert (ports["grpc"]["port"], ports["grpc"]["targetPort"]) == (9090, 9090)
+    assert (ports["admin"]["port"], ports["admin"]["targetPort"]) == (9091, 9091)
+
+
+@pytest.mark.parametrize("value_set, name", [("defaults", FULLNAME), ("webhook", WEBHOOK)])
+def test_hardened_pods(value_set, name):
+    deployment = one(render(load_values(value_set)), "Deployment", name)
+    pod = deployment["spec"]["template"]["spec"]
+    c = container(deployment)
+    assert deployment["spec"]["replicas"] == 2
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    anti = pod["affinity"]["podAntiAffinity"]
+    assert anti, "replicas spread over nodes"
+
+
+def test_service_accounts_do_not_mount_tokens(value_set):
+    _, values = value_set
+    for sa in of_kind(render(values), "ServiceAccount"):
+        assert sa["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("value_set", ["defaults", "webhook"])
+def test_pod_disruption_budgets_select_their_pods(value_set):
+    docs = render(load_values(value_set))
+    deployments = of_kind(docs, "Deployment")
+    pdbs = of_kind(docs, "PodDisruptionBudget")
+    assert len(pdbs) == len(deployments)
+    for pdb in pdbs:
+        deployment = one(docs, "Deployment", pdb["metadata"]["name"])
+        assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+        assert pdb["spec"]["maxUnavailable"] == 1
+
+
+@pytest.mark.parametrize(
+    "value_set, env, secret, key",
+    [
+        ("defaults", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "airflow-metadata", "connection"),
+        ("three-queues", "AIRFLOW_KEDA_SCALER_DATABASE_URL", "airflow-db", "url"),
+        ("tls", "AIRFLOW_KEDA_SCALER_DATABASE_URL", f"{FULLNAME}-database", "url"),
+    ],
+)
+def test_database_url_comes_from_a_secret(value_set, env, secret, key):
+    docs = render(load_values(value_set))
+    from_secrets = {k: v for k, v in env_of(docs).items() if isinstance(v, dict)}
+    assert from_secrets == {env: {"secretKeyRef": {"name": secret, "key": key}}}
+    made = [s for s in of_kind(docs, "Secret") if s["metadata"]["name"] == f"{FULLNAME}-database"]
+    if secret == f"{FULLNAME}-database":
+        url = load_values(value_set)["database"]["url"]
+        assert base64.b64decode(made[0]["data"]["url"]).decode() == url
+    else:
+        assert made == []
+
+
+@pytest.mark.parametrize(
+    "value_set, expected",
+    [
+        (
+            "defaults",
+            {
+                "AIRFLOW_KEDA_SCALER_WORKER_QUEUES": f"{CONFIG_DIR}/worker-queues.yaml",
+                "AIRFLOW_KEDA_SCALER_DATABASE_TIMEOUT": "5s",
+            },
+        ),
+        (
+            "three-queues",
+            {
+                "AIRFLOW_KEDA_SCALER_WORKER_QUEUES": f"{CONFIG_DIR}/worker-queues.yaml",
+                "AIRFLOW_KEDA_SCALER_DATABASE_TIMEOUT": "5s",
+                "AIRFLOW_KEDA_SCALER_DATABASE_SCHEMA": "airflow",
+                "AIRFLOW_KEDA_SCALER_PGBOUNCER": "true",
+                "AIRFLOW_KEDA_SCALER_DATABASE_PASSWORD_FILE": f"{CONFIG_DIR}/database/password",
+            },
+        ),
+    ],
+)
+def test_database_settings_are_environment_so_exec_sees_them(value_set, expected):
+    """`kubectl exec ... airflow-keda-scaler explain` inherits the container's environment."""
+    docs = render(load_values(value_set))
+    assert {k: v for k, v in env_of(docs).items() if isinstance(v, str)} == expected
+
+
+def test_password_file_is_mounted():
+    docs = render(load_values("three-queues"))
+    sources = one(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
+    assert {
+        "secret": {"name": "airflow-db-password", "items": [{"key": "password", "path": "database/password"}]}
+    } in sources
+
+
+def test_worker_queue_change_rolls_the_scaler():
+    def checksum(values):
+        return one(render(values), "Deployment", FULLNAME)["spec"]["template"]["metadata"]["annotations"][
+            "checksum/worker-queues"
+        ]
+
+    assert checksum({}) != checksum({"workerQueues": [{"name": "default", "maxWorkers": 11}]})
+
+
+# ------------------------------------------------------------------ TLS
+
+
+def test_tls_wiring():
+    values = load_values("tls")
+    docs = render(values)
+    airflow_ns = values["airflow"]["namespace"]
+    client_secret = f"{FULLNAME}-keda-client"
+
+    c = container(one(docs, "Deployment", FULLNAME))
+    assert {f: arg_value(c["args"], f) for f in ("--tls-cert", "--tls-key", "--tls-client-ca")} == {
+        "--tls-cert": f"{CONFIG_DIR}/tls/tls.crt",
+        "--tls-key": f"{CONFIG_DIR}/tls/tls.key",
+        "--tls-client-ca": f"{CONFIG_DIR}/tls/ca.crt",
+    }
+    sources = one(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
+    assert {
+        "secret": {
+            "name": f"{FULLNAME}-tls",
+            "items": [
+                {"key": "tls.crt", "path": "tls/tls.crt"},
+                {"key": "tls.key", "path": "tls/tls.key"},
+                {"key": "ca.crt", "path": "tls/ca.crt"},
+            ],
+        }
+    } in sources
+    # Probes stay on the plaintext port even with TLS.
+    assert c["readinessProbe"]["grpc"]["port"] == 9092
+
+    auth = one(docs, "TriggerAuthentication")
+    assert auth["metadata"]["namespace"] == airflow_ns
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "caCert", "name": client_secret, "key": "ca.crt"},
+        {"parameter": "tlsClientCert", "name": client_secret, "key": "tls.crt"},
+        {"parameter": "tlsClientKey", "name": client_secret, "key": "tls.key"},
+    ]
+    secret = one(docs, "Secret", client_secret)
+    assert secret["metadata"]["namespace"] == airflow_ns
+    assert set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key"}
+    for so in of_kind(docs, "ScaledObject"):
+        (trigger,) = so["spec"]["triggers"]
+        assert trigger["metadata"]["enableTLS"] == "true"
+        assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"], "kind": "TriggerAuthentication"}
+
+
+def test_tls_without_client_certificates():
+    docs = render({"tls": {"enabled": True, "mutual": False}})
+    assert "--tls-client-ca" not in container(one(docs, "Deployment", FULLNAME))["args"]
+    params = [r["parameter"] for r in one(docs, "TriggerAuthentication")["spec"]["secretTargetRef"]]
+    assert params == ["caCert"]
+
+
+def test_tls_with_existing_secrets():
+    docs = render({"tls": {"enabled": True, "existingSecret": "my-tls", "kedaClientSecret": "my-keda"}})
+    assert of_kind(docs, "Secret") == []
+    sources = one(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
+    assert any(s.get("secret", {}).get("name") == "my-tls" for s in sources)
+    assert {r["name"] for r in one(docs, "TriggerAuthentication")["spec"]["secretTargetRef"]} == {"my-keda"}
+
+
+# ------------------------------------------------------------------ webhook
+
+
+def test_webhook_off_by_default():
+    docs = render()
+    assert of_kind(docs, "MutatingWebhookConfiguration") == []
+    assert [d["metadata"]["name"] for d in of_kind(docs, "Deployment")] == [FULLNAME]
+
+
+@pytest.mark.parametrize("value_set", ["webhook", "cert-manager"])
+def test_webhook_configuration(value_set):
+    values = load_values(value_set)
+    docs = render(values)
+    mwc = one(docs, "MutatingWebhookConfiguration")
+    (hook,) = mwc["webhooks"]
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert hook["sideEffects"] == "None"
+    assert hook["timeoutSeconds"] == 5
+    assert hook["failurePolicy"] == values["webhook"].get("failurePolicy", "Ignore")
+    assert hook["clientConfig"]["service"] == {"name": WEBHOOK, "namespace": NAMESPACE, "path": "/mutate", "port": 443}
+    assert hook["rules"] == [
+        {
+            "operations": ["CREATE"],
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert hook["objectSelector"] == {"matchLabels": {"kubernetes_executor": "True"}}
+    exprs = hook["namespaceSelector"]["matchExpressions"]
+    assert all(e["key"] == "kubernetes.io/metadata.name" for e in exprs)
+    (not_in,) = [e for e in exprs if e["operator"] == "NotIn"]
+    assert {NAMESPACE, "kube-system"} <= set(not_in["values"])
+    assert set(values["webhook"].get("excludeNamespaces", [])) <= set(not_in["values"])
+    only = [e["values"] for e in exprs if e["operator"] == "In"]
+    assert only == ([values["webhook"]["namespaces"]] if values["webhook"].get("namespaces") else [])
+
+
+def test_webhook_deployment_contract():
+    docs = render(load_values("webhook"))
+    deployment = one(docs, "Deployment", WEBHOOK)
+    c = container(deployment)
+    expected = {
+        "--addr": "0.0.0.0:8443",
+        "--admin-addr": "0.0.0.0:8080",
+        "--tls-cert": f"{CONFIG_DIR}/tls/tls.crt",
+        "--tls-key": f"{CONFIG_DIR}/tls/tls.key",
+        "--policy": f"{CONFIG_DIR}/policy.yaml",
+    }
+    assert c["args"][0] == "webhook"
+    assert {f: arg_value(c["args"], f) for f in expected} == expected
+    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": 8080}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8080}
+    anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert anti["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"] == "kubernetes.io/hostname"
+    svc = one(docs, "Service", WEBHOOK)
+    assert {"name": "https", "port": 443, "targetPort": 8443, "protocol": "TCP", "appProtocol": "https"} in svc["spec"][
+        "ports"
+    ]
+
+
+@pytest.mark.parametrize("policy", [{}, {"profiles": {"big": {"resources": {"requests": {"cpu": "2"}}}}}])
+def test_webhook_policy_configmap_rendered_from_values(policy):
+    docs = render({"webhook": {"enabled": True, "policy": policy}})
+    rendered = yaml.safe_load(one(docs, "ConfigMap", f"{WEBHOOK}-policy")["data"]["policy.yaml"])
+    assert rendered == policy
+
+
+def test_webhook_generated_ca_bundle_matches_ca_secret():
+    docs = render(load_values("webhook"))
+    (hook,) = one(docs, "MutatingWebhookConfiguration")["webhooks"]
+    ca = one(docs, "Secret", f"{FULLNAME}-ca")["data"]["tls.crt"]
+    assert hook["clientConfig"]["caBundle"] == ca
+    assert one(docs, "Secret", f"{FULLNAME}-webhook-tls")["data"]["ca.crt"] == ca
+
+
+def test_cert_manager_issues_everything_and_injects_the_ca():
+    docs = render(load_values("cert-manager"))
+    assert of_kind(docs, "Secret") == []
+    certs = {c["metadata"]["name"]: c for c in of_kind(docs, "Certificate")}
+    assert set(certs) == {f"{FULLNAME}-ca", f"{FULLNAME}-tls", f"{FULLNAME}-keda-client", f"{FULLNAME}-webhook-tls"}
+    assert certs[f"{FULLNAME}-ca"]["spec"]["isCA"] is True
+    for name, cert in certs.items():
+        assert cert["spec"]["secretName"] == name
+    assert f"{WEBHOOK}.{NAMESPACE}.svc" in certs[f"{FULLNAME}-webhook-tls"]["spec"]["dnsNames"]
+    assert f"{FULLNAME}.{NAMESPACE}.svc.cluster.local" in certs[f"{FULLNAME}-tls"]["spec"]["dnsNames"]
+    assert "client auth" in certs[f"{FULLNAME}-keda-client"]["spec"]["usages"]
+    issuers = {i["metadata"]["name"]: i["spec"] for i in of_kind(docs, "Issuer")}
+    assert issuers == {
+        f"{FULLNAME}-selfsigned": {"selfSigned": {}},
+        f"{FULLNAME}-ca": {"ca": {"secretName": f"{FULLNAME}-ca"}},
+    }
+    mwc = one(docs, "MutatingWebhookConfiguration")
+    assert mwc["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": f"{NAMESPACE}/{FULLNAME}-webhook-tls"}
+    assert "caBundle" not in mwc["webhooks"][0]["clientConfig"]
+
+
+def test_cert_manager_with_own_issuer():
+    docs = render(
+        {
+            "certificates": {
+                "source": "certManager",
+                "certManager": {"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}},
+            },
+            "webhook": {"enabled": True},
+        }
+    )
+    assert of_kind(docs, "Issuer") == []
+    (cert,) = of_kind(docs, "Certificate")
+    assert cert["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+
+
+# ------------------------------------------------------------------ monitoring, network, notes
+
+
+def test_service_monitors_and_network_policies():
+    docs = render(load_values("webhook"))
+    monitors = {m["metadata"]["name"]: m for m in of_kind(docs, "ServiceMonitor")}
+    assert set(monitors) == {FULLNAME, WEBHOOK}
+    for name, monitor in monitors.items():
+        assert monitor["spec"]["endpoints"][0]["port"] == "admin"
+        assert monitor["metadata"]["labels"]["release"] == "prometheus"
+        svc = one(docs, "Service", name)
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(docs, "NetworkPolicy")}
+    grpc_rule = policies[FULLNAME]["ingress"][0]
+    assert grpc_rule["ports"] == [{"port": 9090, "protocol": "TCP"}]
+    assert grpc_rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}]
+    assert policies[FULLNAME]["policyTypes"] == ["Ingress", "Egress"]
+    assert policies[WEBHOOK]["egress"] == []
+
+
+def test_notes_tell_what_was_installed_and_how_to_check():
+    text = notes(load_values("three-queues"))
+    for needle in (
+        f"deployment/{FULLNAME}",
+        "get scaledobjects",
+        "-- airflow-keda-scaler explain\n",
+        f"{FULLNAME}-high-cpu",
+        "Deployment/airflow-worker-high-cpu",
+        "HPAConfigurableTolerance",
+    ):
+        assert needle in text
+    assert f'release "{RELEASE}"' in text
+
+
+@pytest.mark.parametrize(
+    "values, warned",
+    [
+        ({"webhook": {"enabled": True}}, True),
+        ({"webhook": {"enabled": True}, "airflow": {"namespace": "airflow"}}, False),
+        ({}, False),
+    ],
+)
+def test_notes_warn_when_airflow_shares_the_webhooks_namespace(values, warned):
+    assert ("are not mutated" in notes(values)) == warned
+
+
+@pytest.mark.parametrize(
+    "values, warned",
+    [
+        ({"airflow": {"namespace": "airflow"}}, True),
+        ({"airflow": {"namespace": "airflow"}, "database": {"existingSecret": {"name": "db"}}}, False),
+        ({}, False),
+    ],
+)
+def test_notes_warn_when_the_airflow_secret_is_in_another_namespace(values, warned):
+    assert ("Copy the database URL" in notes(values)) == warned
