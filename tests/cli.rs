@@ -28,13 +28,31 @@ async fn seeded() -> TestDb {
     let db = TestDb::postgres().await;
     let mut rows = Vec::new();
     for i in 0..20 {
-        rows.push(FixtureRow::new("d", &format!("q{i}"), "r", Some("queued"), "default"));
+        rows.push(FixtureRow::new(
+            "d",
+            &format!("q{i}"),
+            "r",
+            Some("queued"),
+            "default",
+        ));
     }
     for i in 0..13 {
-        rows.push(FixtureRow::new("d", &format!("r{i}"), "r", Some("running"), "default"));
+        rows.push(FixtureRow::new(
+            "d",
+            &format!("r{i}"),
+            "r",
+            Some("running"),
+            "default",
+        ));
     }
     for i in 0..5 {
-        rows.push(FixtureRow::new("d", &format!("m{i}"), "r", Some("queued"), "ml"));
+        rows.push(FixtureRow::new(
+            "d",
+            &format!("m{i}"),
+            "r",
+            Some("queued"),
+            "ml",
+        ));
     }
     rows.push(FixtureRow::new("d", "done", "r", Some("success"), "ml"));
     create(&db, AirflowVersion::V3, &rows).await;
@@ -53,7 +71,13 @@ async fn explain_prints_table_and_json() {
     .unwrap();
     let file = file.to_str().unwrap();
 
-    let (ok, out, err) = run(&["explain", "--database-url", db.url(), "--worker-queues", file]);
+    let (ok, out, err) = run(&[
+        "explain",
+        "--database-url",
+        db.url(),
+        "--worker-queues",
+        file,
+    ]);
     assert!(ok, "{err}");
     // default: 33 tasks / 16 → 3 workers; ml: 5 / 2 → 3, clamped to 2. (3+2) × (16+2) = 90.
     let line = |name: &str| {
@@ -67,7 +91,10 @@ async fn explain_prints_table_and_json() {
     assert_eq!(line("default")[2..4], ["20".to_string(), "13".to_string()]);
     assert_eq!(line("default")[6], "3");
     assert_eq!(line("ml")[6], "2");
-    assert!(out.contains("parallelism = 5 workers x 18 tasks per worker (sum) = 90"), "{out}");
+    assert!(
+        out.contains("parallelism = 5 workers x 18 tasks per worker (sum) = 90"),
+        "{out}"
+    );
     assert!(out.contains("Airflow 3"), "{out}");
 
     let (ok, out, err) = run(&[
@@ -124,7 +151,10 @@ fn invalid_worker_queue_file_stops_with_the_line() {
         file.to_str().unwrap(),
     ]);
     assert!(!ok);
-    assert!(err.contains("line 3") && err.contains("maxTasksPerWorker"), "{err}");
+    assert!(
+        err.contains("line 3") && err.contains("maxTasksPerWorker"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -158,11 +188,23 @@ fn help_documents_every_flag_with_env_and_default() {
 #[test]
 fn demo_runs_and_stops_by_itself() {
     let out = Command::new(BIN)
-        .args(["demo", "--duration", "4s", "--grpc-addr", "127.0.0.1:0", "--tick", "500ms"])
+        .args([
+            "demo",
+            "--duration",
+            "4s",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--tick",
+            "500ms",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("grpcurl -plaintext"), "{stdout}");
     assert!(stdout.contains("DESIRED WORKERS"), "{stdout}");
     assert!(stdout.contains("parallelism ="), "{stdout}");

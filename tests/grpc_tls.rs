@@ -183,11 +183,11 @@ async fn mutual_tls_requires_a_valid_client_certificate() {
     let mut accepted = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Ok(mut c) = client(addr, &server_ca.pem(), Some((&o_cert, &o_key))).await {
-            if ask(&mut c).await.is_ok() {
-                accepted = true;
-                break;
-            }
+        if let Ok(mut c) = client(addr, &server_ca.pem(), Some((&o_cert, &o_key))).await
+            && ask(&mut c).await.is_ok()
+        {
+            accepted = true;
+            break;
         }
     }
     assert!(accepted, "rotated client CA was not picked up");
@@ -235,11 +235,11 @@ async fn server_certificate_rotates_without_restart() {
     let mut rotated = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Ok(mut c2) = client(addr, &second_ca.pem(), None).await {
-            if ask(&mut c2).await.is_ok() {
-                rotated = true;
-                break;
-            }
+        if let Ok(mut c2) = client(addr, &second_ca.pem(), None).await
+            && ask(&mut c2).await.is_ok()
+        {
+            rotated = true;
+            break;
         }
     }
     assert!(rotated, "new certificate never served");

@@ -178,27 +178,26 @@ pub fn check(
     // Requests above what the node type offers.
     if let Some(nt) = node_type.node_type() {
         let asked = pod_requests(pod);
-        let mut over = Vec::new();
+        let (mut wants, mut offers) = (Vec::new(), Vec::new());
         for (res, offered) in &nt.allocatable {
             if let Some(a) = asked.get(res).filter(|a| *a > offered) {
-                over.push(format!(
-                    "{} of {res} (node type `{}` offers {})",
-                    a.human(res),
-                    nt.name,
-                    offered.human(res)
-                ));
+                wants.push(amount(res, a));
+                offers.push(amount(res, offered));
             }
         }
-        if !over.is_empty() {
+        if !wants.is_empty() {
             report.violations.push(format!(
-                "task {task} requests {} across its containers: {}",
-                over.join(" and "),
+                "task {task} requests {} (all containers together) but node type `{}` offers {}: {}",
+                wants.join(" and "),
+                nt.name,
+                offers.join(" and "),
                 advice(policy, nt, &asked, spec.containers.len() > 1)
             ));
         }
     } else if matches!(node_type, NodeTypeChoice::Foreign) && !policy.node_types.is_empty() {
         report.warnings.push(format!(
-            "airflow-keda-scaler: task {task} selects nodes outside the policy's node types: its requests were not checked"
+            "airflow-keda-scaler: task {} selects nodes outside the policy's node types: requests not checked",
+            task.short()
         ));
     }
 
@@ -214,23 +213,32 @@ pub fn check(
         })
         .collect();
     if !extra.is_empty() {
-        let msg = format!(
-            "task {task} runs sidecar container(s) {}: sidecars share the pod's node and can keep it alive after the task ends",
-            extra
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let names = extra
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
         match policy.guard_rails.sidecars {
             Action::Allow => {}
-            Action::Warn => report.warnings.push(format!("airflow-keda-scaler: {msg}")),
+            Action::Warn => report.warnings.push(format!(
+                "airflow-keda-scaler: task {} runs sidecar(s) {names}: sidecars are discouraged",
+                task.short()
+            )),
             Action::Deny => report.violations.push(format!(
-                "{msg}; this cluster does not allow them: remove them from the pod_override"
+                "task {task} runs sidecar container(s) {names}, which this cluster does not allow: remove them from the task's pod_override"
             )),
         }
     }
     report
+}
+
+/// `6 CPU`, `100Gi of memory`.
+fn amount(res: &str, q: &Quantity) -> String {
+    if res == "cpu" {
+        q.human(res)
+    } else {
+        format!("{} of {res}", q.human(res))
+    }
 }
 
 /// What to change: lower the requests, or move to a node type that fits (and the profiles

@@ -92,14 +92,21 @@ impl TaskIdentity {
     }
 }
 
-impl fmt::Display for TaskIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl TaskIdentity {
+    /// `dag_id.task_id[map_index]`, for short messages (warnings are best under 120 chars).
+    pub fn short(&self) -> String {
         let dag = self.dag_id.as_deref().unwrap_or("?");
         let task = self.task_id.as_deref().unwrap_or("?");
-        write!(f, "{dag}.{task}")?;
-        if let Some(m) = &self.map_index {
-            write!(f, "[{m}]")?;
+        match &self.map_index {
+            Some(m) => format!("{dag}.{task}[{m}]"),
+            None => format!("{dag}.{task}"),
         }
+    }
+}
+
+impl fmt::Display for TaskIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.short())?;
         let mut extra = Vec::new();
         if let Some(r) = &self.run_id {
             extra.push(format!("run {r}"));

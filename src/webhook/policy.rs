@@ -586,8 +586,7 @@ impl Cx {
             take("defaultNodeType").and_then(|v| self.piece::<String>("defaultNodeType", v));
         let profiles_raw = self.named_pieces::<SettingsSpec>("profiles", take("profiles"));
         let rules_value = take("rules");
-        let guard_raw =
-            take("guardRails").and_then(|v| self.piece::<GuardRailsSpec>("guardRails", v));
+        let guard_value = take("guardRails");
 
         let mut node_types = BTreeMap::new();
         for (name, spec) in node_types_raw {
@@ -633,6 +632,18 @@ impl Cx {
                     let mut seen = BTreeSet::new();
                     for (i, item) in items.into_iter().enumerate() {
                         if let Some(r) = self.rule(&format!("rules[{i}]"), item, &names) {
+                            if let Some(nt) = r
+                                .settings
+                                .node_type
+                                .as_deref()
+                                .and_then(|n| node_types.get(n))
+                            {
+                                self.fits(
+                                    &format!("rules[{i}].resources"),
+                                    &r.settings.resources,
+                                    nt,
+                                );
+                            }
                             if !seen.insert(r.name.clone()) {
                                 self.problem(
                                     format!("rules[{i}].name"),
@@ -647,6 +658,7 @@ impl Cx {
             }
         }
 
+        let guard_raw = guard_value.and_then(|v| self.piece::<GuardRailsSpec>("guardRails", v));
         let guard_rails = match guard_raw {
             Some(g) => {
                 let allowed_sidecars =

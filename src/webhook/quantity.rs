@@ -199,7 +199,7 @@ fn canonical(nanos: i128) -> String {
     let sign = if nanos < 0 { "-" } else { "" };
     let n = nanos.unsigned_abs();
     let nano = NANO.unsigned_abs();
-    if n % nano == 0 {
+    if n.is_multiple_of(nano) {
         let whole = n / nano;
         if whole >= 1000 {
             // The shortest exact spelling; binary wins ties (byte amounts usually are).
@@ -222,7 +222,7 @@ fn canonical(nanos: i128) -> String {
                 ("k", 1000),
             ]);
             for (suffix, unit) in candidates {
-                if whole % unit == 0 {
+                if whole.is_multiple_of(unit) {
                     let text = format!("{}{suffix}", whole / unit);
                     if text.len() < best.len() {
                         best = text;
@@ -234,7 +234,7 @@ fn canonical(nanos: i128) -> String {
         return format!("{sign}{whole}");
     }
     for (suffix, unit) in [("m", 1_000_000u128), ("u", 1_000), ("n", 1)] {
-        if n % unit == 0 {
+        if n.is_multiple_of(unit) {
             return format!("{sign}{}{suffix}", n / unit);
         }
     }

@@ -150,7 +150,10 @@ pub fn review_pod(policy: &Policy, namespace: &str, pod: &Pod) -> Result<Verdict
                 warnings,
             });
         }
-        warnings.push(format!("airflow-keda-scaler: {msg}"));
+        warnings.push(format!(
+            "airflow-keda-scaler: task {} asks for unknown profile `{name}`: profile not applied",
+            task.short()
+        ));
     }
     let choice = matching::choose_node_type(policy, &resolution.effective, pod);
     let mutation = mutate::mutate(policy, pod, &resolution.effective, &choice);
@@ -528,5 +531,65 @@ mod tests {
             handle(&policy, b"{"),
             Err(ReviewError::BadReview(_))
         ));
+    }
+
+    fn airflow_review() -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "airflow", "operation": "CREATE", "userInfo": {},
+                "object": {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "p", "labels": {"kubernetes_executor": "True", "airflow-worker": "1"},
+                        "annotations": {"dag_id": "d", "task_id": "t", "airflow-keda-scaler/profile": "nope"}},
+                    "spec": {"containers": [{"name": "base", "resources": {"requests": {"cpu": "2"}}}, {"name": "side"}],
+                        "volumes": [{"name": "airflow-workload", "secret": {"secretName": "s"}}]}}
+            }
+        }))
+        .unwrap()
+    }
+
+    /// Every prefix and many single-byte corruptions of a valid review: errors, never panics.
+    #[test]
+    fn truncated_and_corrupted_reviews_never_panic() {
+        let policy = Policy::parse("guardRails: {unknownProfile: warn}").unwrap();
+        let body = airflow_review();
+        let ok = handle(&policy, &body).unwrap();
+        assert_eq!(ok.outcome, Outcome::Mutated);
+        for end in 0..body.len() {
+            let _ = handle(&policy, &body[..end]);
+        }
+        for i in 0..body.len() {
+            for b in [b'"', b'{', b'0', b'\\', b'-', 0xff] {
+                let mut bad = body.clone();
+                bad[i] = b;
+                let _ = handle(&policy, &bad);
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_profile_can_be_a_warning() {
+        let policy = Policy::parse("guardRails: {unknownProfile: warn, sidecars: allow}").unwrap();
+        let h = handle(&policy, &airflow_review()).unwrap();
+        let warnings = h.response["response"]["warnings"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0]
+                .as_str()
+                .unwrap()
+                .contains("unknown profile `nope`")
+        );
+        assert!(
+            h.response["response"]["patch"].is_string(),
+            "patch is base64"
+        );
+        let denied = handle(&Policy::parse("").unwrap(), &airflow_review()).unwrap();
+        assert_eq!(denied.outcome, Outcome::Denied);
+        assert_eq!(denied.response["response"]["uid"], "u-1");
     }
 }

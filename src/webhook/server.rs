@@ -499,7 +499,7 @@ fn answer(state: &AppState, body: Result<Bytes, BytesRejection>) -> (Outcome, Re
                 task = s.task.as_deref().unwrap_or("-"),
                 outcome = %h.outcome,
                 patch_ops = s.patch_ops,
-                warnings = s.warnings.len(),
+                warnings = ?s.warnings,
                 "admission review: {}",
                 s.detail
             );

@@ -1,0 +1,909 @@
+//! End-to-end tests of the pod-override webhook: real HTTPS requests to a running server whose
+//! certificates are made here (rcgen), AdmissionReviews carrying Airflow 2 / Airflow 3
+//! KubernetesExecutor pods, every returned patch applied with json-patch, certificate rotation
+//! and policy reload without restart, and the admin commands.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    sync::Arc,
+    time::Duration,
+};
+
+use airflow_keda_scaler::webhook::{
+    args::{MutateArgs, MutateOutput, ValidatePolicyArgs},
+    cli,
+    server::{self, RunningWebhook, TlsSource, WebhookConfig},
+};
+use base64::Engine as _;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/webhook")
+        .join(name)
+}
+
+fn pod(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(name)).unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+/// A test CA that signs leaf certificates for `localhost`.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new() -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "webhook test CA");
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            issuer: Issuer::new(params, key),
+            pem: cert.pem(),
+        }
+    }
+
+    /// (cert PEM, key PEM, cert DER) of a new leaf named `cn`.
+    fn leaf(&self, cn: &str) -> (String, String, Vec<u8>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+}
+
+/// Writes a cert/key pair the way a Secret volume does: files are symlinks into a `..data`
+/// directory that is swapped atomically.
+fn write_secret_volume(dir: &Path, cert: &str, key: &str, generation: u32) {
+    let data = dir.join(format!("..{generation}"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("tls.crt"), cert).unwrap();
+    std::fs::write(data.join("tls.key"), key).unwrap();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&data, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for f in ["tls.crt", "tls.key"] {
+        let link = dir.join(f);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(f), &link).unwrap();
+        }
+    }
+}
+
+struct Harness {
+    server: Option<RunningWebhook>,
+    token: CancellationToken,
+    ca: Arc<Ca>,
+    dir: tempfile::TempDir,
+    client: reqwest::Client,
+}
+
+impl Harness {
+    async fn start(policy: Option<&str>) -> Self {
+        Self::start_with(policy, Duration::from_secs(5)).await
+    }
+
+    async fn start_with(policy: Option<&str>, request_timeout: Duration) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Arc::new(Ca::new());
+        let (cert, key, _) = ca.leaf("leaf-1");
+        write_secret_volume(dir.path(), &cert, &key, 1);
+        let policy_path = dir.path().join("policy.yaml");
+        if let Some(p) = policy {
+            std::fs::write(&policy_path, p).unwrap();
+        }
+        let config = WebhookConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
+            tls: TlsSource::Files {
+                cert: dir.path().join("tls.crt"),
+                key: dir.path().join("tls.key"),
+            },
+            policy: policy_path,
+            reload_interval: Duration::from_millis(50),
+            max_body_bytes: 256 * 1024,
+            request_timeout,
+        };
+        let token = CancellationToken::new();
+        let server = server::start(config, token.clone()).await.unwrap();
+        let client = client(&ca);
+        Self {
+            server: Some(server),
+            token,
+            ca,
+            dir,
+            client,
+        }
+    }
+
+    fn server(&self) -> &RunningWebhook {
+        self.server.as_ref().unwrap()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.server().addr.port())
+    }
+
+    fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.server().admin_addr.port())
+    }
+
+    async fn post(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url("/mutate"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Sends a review for `pod` and returns the `response` object.
+    async fn review(&self, uid: &str, pod: &Value) -> Value {
+        let resp = self.post(review(uid, "airflow", pod).to_string()).await;
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(body["kind"], "AdmissionReview");
+        let r = body["response"].clone();
+        assert_eq!(r["uid"], uid, "the uid is echoed");
+        r
+    }
+
+    async fn write_policy(&self, text: &str) {
+        let path = self.dir.path().join("policy.yaml");
+        let tmp = self.dir.path().join("policy.yaml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+
+    async fn stop(mut self) {
+        self.token.cancel();
+        if let Some(s) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(5), s.wait())
+                .await
+                .expect("webhook stops within 5 s");
+        }
+    }
+}
+
+fn client(ca: &Ca) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
+        .tls_info(true)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+fn review(uid: &str, namespace: &str, object: &Value) -> Value {
+    let kind = object["kind"].as_str().unwrap_or("Pod");
+    let (group, version, resource) = match kind {
+        "Deployment" => ("apps", "v1", "deployments"),
+        _ => ("", "v1", "pods"),
+    };
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": group, "version": version, "kind": kind},
+            "resource": {"group": group, "version": version, "resource": resource},
+            "requestKind": {"group": group, "version": version, "kind": kind},
+            "requestResource": {"group": group, "version": version, "resource": resource},
+            "name": object["metadata"]["name"],
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:airflow:airflow-scheduler", "groups": ["system:serviceaccounts"]},
+            "object": object,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
+        }
+    })
+}
+
+/// Decodes the base64 JSONPatch of a response and applies it to `pod`.
+fn apply(response: &Value, pod: &Value) -> (Value, usize) {
+    let Some(encoded) = response.get("patch") else {
+        assert!(response.get("patchType").is_none());
+        return (pod.clone(), 0);
+    };
+    assert_eq!(response["patchType"], "JSONPatch");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.as_str().expect("patch is a base64 string"))
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+    let mut out = pod.clone();
+    json_patch::patch(&mut out, &patch).unwrap();
+    (out, patch.0.len())
+}
+
+fn base(pod: &Value) -> &Value {
+    let c = &pod["spec"]["containers"][0];
+    assert_eq!(c["name"], "base", "base stays first");
+    c
+}
+
+fn with_annotation(mut pod: Value, key: &str, value: &str) -> Value {
+    pod["metadata"]["annotations"][key] = json!(value);
+    pod
+}
+
+/// Sends the mutated pod again (as on reinvocation): no further ops.
+async fn assert_idempotent(h: &Harness, uid: &str, original: &Value, first: &Value) {
+    let again = h.review(uid, original).await;
+    assert_eq!(
+        again.get("patch"),
+        first.get("patch"),
+        "same review, same patch"
+    );
+    let (mutated, _) = apply(first, original);
+    let second = h.review(&format!("{uid}-again"), &mutated).await;
+    assert_eq!(second["allowed"], true);
+    assert!(
+        second.get("patch").is_none(),
+        "mutated pod sent again must give no patch: {second}"
+    );
+}
+
+#[tokio::test]
+async fn airflow2_pod_without_resources_gets_defaults_and_node_type() {
+    let h = Harness::start(Some(
+        &std::fs::read_to_string(fixture("policy.yaml")).unwrap(),
+    ))
+    .await;
+    let original = pod("airflow2-pod.yaml");
+    let r = h.review("a2-defaults", &original).await;
+    assert_eq!(r["allowed"], true);
+    let (p, ops) = apply(&r, &original);
+    assert!(ops > 0);
+    let b = base(&p);
+    assert_eq!(
+        b["resources"]["requests"],
+        json!({"cpu": "1", "memory": "512Mi"})
+    );
+    assert_eq!(
+        b["resources"]["limits"],
+        json!({"cpu": "1", "memory": "512Mi"})
+    );
+    assert_eq!(
+        b["args"], original["spec"]["containers"][0]["args"],
+        "args untouched"
+    );
+    assert_eq!(p["spec"]["nodeSelector"], json!({"pool": "small"}));
+    let tolerations = p["spec"]["tolerations"].as_array().unwrap();
+    assert_eq!(tolerations.len(), 3, "appended after the API server's own");
+    assert_eq!(tolerations[2]["value"], "small");
+    let applied = p["metadata"]["annotations"]["airflow-keda-scaler/applied"]
+        .as_str()
+        .unwrap();
+    assert!(applied.contains("requests.cpu=1 (defaults)"), "{applied}");
+    assert!(
+        applied.contains("node type small (defaultNodeType)"),
+        "{applied}"
+    );
+    // Airflow's labels and annotations are untouched.
+    assert_eq!(p["metadata"]["labels"], original["metadata"]["labels"]);
+    assert_idempotent(&h, "a2-defaults", &original, &r).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn airflow2_pod_with_its_own_resources_keeps_them() {
+    let h = Harness::start(Some(
+        &std::fs::read_to_string(fixture("policy.yaml")).unwrap(),
+    ))
+    .await;
+    let mut original = pod("airflow2-pod.yaml");
+    original["spec"]["containers"][0]["resources"] =
+        json!({"requests": {"cpu": "2", "memory": "3Gi"}, "limits": {"memory": "3Gi"}});
+    let r = h.review("a2-own", &original).await;
+    let (p, _) = apply(&r, &original);
+    let b = base(&p);
+    assert_eq!(
+        b["resources"]["requests"],
+        json!({"cpu": "2", "memory": "3Gi"})
+    );
+    // The missing cpu limit is filled, raised to the request rather than the 1 CPU default.
+    assert_eq!(
+        b["resources"]["limits"],
+        json!({"cpu": "2", "memory": "3Gi"})
+    );
+    assert_idempotent(&h, "a2-own", &original, &r).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn airflow3_pod_with_profile_gets_node_type_and_temp_storage_without_touching_workload() {
+    let h = Harness::start(Some(
+        &std::fs::read_to_string(fixture("policy.yaml")).unwrap(),
+    ))
+    .await;
+    let original = with_annotation(
+        pod("airflow3-pod.yaml"),
+        "airflow-keda-scaler/profile",
+        "large",
+    );
+    let r = h.review("a3-large", &original).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    let (p, _) = apply(&r, &original);
+    let b = base(&p);
+    let ob = &original["spec"]["containers"][0];
+    assert_eq!(b["args"], ob["args"], "execute_workload args untouched");
+    assert_eq!(
+        b["resources"]["requests"],
+        json!({"cpu": "8", "memory": "32Gi"})
+    );
+    assert_eq!(p["spec"]["nodeSelector"], json!({"pool": "big"}));
+    // Workload volume and mount unchanged and first; ours appended.
+    assert_eq!(p["spec"]["volumes"][0], original["spec"]["volumes"][0]);
+    assert_eq!(b["volumeMounts"][0], ob["volumeMounts"][0]);
+    let volumes = p["spec"]["volumes"].as_array().unwrap();
+    assert_eq!(volumes.len(), 3);
+    assert_eq!(
+        volumes[2],
+        json!({"name": "airflow-keda-scaler-tmp", "emptyDir": {"sizeLimit": "20Gi"}})
+    );
+    let mounts = b["volumeMounts"].as_array().unwrap();
+    assert_eq!(
+        mounts[2],
+        json!({"name": "airflow-keda-scaler-tmp", "mountPath": "/scratch"})
+    );
+    let env = b["env"].as_array().unwrap();
+    assert_eq!(env[0]["name"], "AIRFLOW_IS_K8S_EXECUTOR_POD");
+    assert_eq!(env[1], json!({"name": "TMPDIR", "value": "/scratch"}));
+    assert_eq!(p["metadata"]["labels"]["size"], "large");
+    assert_eq!(p["metadata"]["labels"]["dag_id"], "example_ml");
+    let applied = p["metadata"]["annotations"]["airflow-keda-scaler/applied"]
+        .as_str()
+        .unwrap();
+    assert!(applied.starts_with("profile=large"), "{applied}");
+    assert_idempotent(&h, "a3-large", &original, &r).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sidecars_get_a_warning_and_oversize_requests_are_denied() {
+    let h = Harness::start(Some(
+        &std::fs::read_to_string(fixture("policy.yaml")).unwrap(),
+    ))
+    .await;
+    let mut with_sidecar = pod("airflow3-pod.yaml");
+    let containers = with_sidecar["spec"]["containers"].as_array_mut().unwrap();
+    containers.push(json!({"name": "log-shipper", "image": "fluent-bit:3", "resources": {"requests": {"cpu": "100m"}}}));
+    containers.push(json!({"name": "istio-proxy", "image": "istio/proxyv2"}));
+    let r = h.review("sidecar", &with_sidecar).await;
+    assert_eq!(r["allowed"], true);
+    let warnings = r["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let w = warnings[0].as_str().unwrap();
+    assert!(
+        w.contains("log-shipper") && !w.contains("istio-proxy"),
+        "{w}"
+    );
+    let (p, _) = apply(&r, &with_sidecar);
+    let names: Vec<&str> = p["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["base", "log-shipper", "istio-proxy"], "order kept");
+    assert!(p["spec"]["containers"][1].get("resources").unwrap()["limits"].is_null());
+    assert_idempotent(&h, "sidecar", &with_sidecar, &r).await;
+
+    let mut big = pod("airflow2-pod.yaml");
+    big["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "6", "memory": "2Gi"}});
+    let r = h.review("too-big", &big).await;
+    assert_eq!(r["allowed"], false);
+    assert!(r.get("patch").is_none());
+    assert_eq!(r["status"]["code"], 403);
+    let msg = r["status"]["message"].as_str().unwrap();
+    for part in [
+        "example_etl.transform",
+        "6 CPU",
+        "`small` offers 4 CPU",
+        "`big`",
+        "`large`",
+    ] {
+        assert!(msg.contains(part), "{part:?} not in {msg}");
+    }
+
+    let unknown = with_annotation(
+        pod("airflow2-pod.yaml"),
+        "airflow-keda-scaler/profile",
+        "huge",
+    );
+    let r = h.review("unknown-profile", &unknown).await;
+    assert_eq!(r["allowed"], false);
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("known profiles: large")
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn rules_apply_by_namespace_and_dag() {
+    let h = Harness::start(Some(
+        &std::fs::read_to_string(fixture("policy.yaml")).unwrap(),
+    ))
+    .await;
+    let mut original = pod("airflow2-pod.yaml");
+    original["metadata"]["annotations"]["dag_id"] = json!("report_daily");
+    let r = h.review("rule", &original).await;
+    let (p, _) = apply(&r, &original);
+    assert_eq!(
+        p["metadata"]["annotations"]["example.com/team"],
+        "reporting"
+    );
+    assert_eq!(p["spec"]["priorityClassName"], "airflow-low");
+    assert!(
+        p["spec"].get("priority").is_none(),
+        "recomputed by the Priority plugin"
+    );
+    assert_idempotent(&h, "rule", &original, &r).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn other_objects_and_bad_requests() {
+    let h = Harness::start(Some(
+        &std::fs::read_to_string(fixture("policy.yaml")).unwrap(),
+    ))
+    .await;
+    // Not an Airflow pod: allowed, no patch.
+    let r = h.review("nginx", &pod("nginx-pod.yaml")).await;
+    assert_eq!(r["allowed"], true);
+    assert!(r.get("patch").is_none() && r.get("patchType").is_none());
+    // Wrong kind: allowed untouched.
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {}});
+    let r = h.review("deploy", &deployment).await;
+    assert_eq!(r["allowed"], true);
+    assert!(r.get("patch").is_none());
+    // Malformed bodies: 400, never a crash.
+    for body in [
+        "{".to_owned(),
+        "null".to_owned(),
+        "[1,2]".to_owned(),
+        json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {}})
+            .to_string(),
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).to_string(),
+        review(
+            "bad-pod",
+            "airflow",
+            &json!({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": 7}}),
+        )
+        .to_string(),
+    ] {
+        let resp = h.post(body.clone()).await;
+        assert_eq!(resp.status(), 400, "{body}");
+    }
+    // Oversize body: 413.
+    let big = "x".repeat(300 * 1024);
+    assert_eq!(h.post(big).await.status(), 413);
+    // Wrong method / path.
+    let get = h.client.get(h.url("/mutate")).send().await.unwrap();
+    assert_eq!(get.status(), 405);
+    let other = h.client.post(h.url("/nope")).send().await.unwrap();
+    assert_eq!(other.status(), 404);
+    // HTTP/1.1 works as well as HTTP/2.
+    let h1 = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(h.ca.pem.as_bytes()).unwrap())
+        .http1_only()
+        .build()
+        .unwrap();
+    let resp = h1
+        .post(h.url("/mutate"))
+        .body(review("h1", "airflow", &pod("nginx-pod.yaml")).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+
+    // Metrics count reviews by outcome.
+    let metrics = reqwest::get(h.admin("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"airflow_keda_scaler_webhook_reviews_total{outcome="skipped"} 3"#,
+        r#"airflow_keda_scaler_webhook_reviews_total{outcome="invalid"} 7"#,
+        "airflow_keda_scaler_webhook_review_duration_seconds_bucket",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn ready_only_with_policy_and_certificate() {
+    let h = Harness::start(None).await;
+    let ready = reqwest::get(h.admin("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("no valid policy"));
+    assert_eq!(reqwest::get(h.admin("/livez")).await.unwrap().status(), 200);
+    // Without a policy, reviews are refused with 503 (the API server applies failurePolicy).
+    let r = h
+        .post(review("early", "airflow", &pod("airflow2-pod.yaml")).to_string())
+        .await;
+    assert_eq!(r.status(), 503);
+    h.write_policy("defaults: {resources: {requests: {cpu: 250m}}}")
+        .await;
+    wait_until(|| async { reqwest::get(h.admin("/readyz")).await.unwrap().status() == 200 }).await;
+    let original = pod("airflow2-pod.yaml");
+    let r = h.review("late", &original).await;
+    let (p, _) = apply(&r, &original);
+    assert_eq!(base(&p)["resources"], json!({"requests": {"cpu": "250m"}}));
+    h.stop().await;
+}
+
+async fn wait_until<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not met within 5 s");
+}
+
+#[tokio::test]
+async fn policy_hot_reload_and_broken_policy_keeps_the_last_good_one() {
+    let h = Harness::start(Some("defaults: {resources: {requests: {cpu: '1'}}}")).await;
+    let original = pod("airflow2-pod.yaml");
+    let cpu = |r: &Value| {
+        apply(r, &original).0["spec"]["containers"][0]["resources"]["requests"]["cpu"].clone()
+    };
+    assert_eq!(cpu(&h.review("v1", &original).await), "1");
+
+    h.write_policy("defaults: {resources: {requests: {cpu: '2'}}}")
+        .await;
+    wait_until(|| async { cpu(&h.review("v2", &original).await) == "2" }).await;
+
+    h.write_policy("defaults: {resources: {requests: {cpu: two}}}\nsurprise: true")
+        .await;
+    wait_until(|| async {
+        let m = reqwest::get(h.admin("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.contains(r#"airflow_keda_scaler_webhook_reloads_total{what="policy",result="error"} 1"#)
+    })
+    .await;
+    assert_eq!(
+        cpu(&h.review("v3", &original).await),
+        "2",
+        "last good policy still in force"
+    );
+    assert_eq!(
+        reqwest::get(h.admin("/readyz")).await.unwrap().status(),
+        200
+    );
+
+    h.write_policy("guardRails: {sidecars: deny}").await;
+    let mut with_sidecar = pod("airflow2-pod.yaml");
+    with_sidecar["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "helper", "image": "busybox"}));
+    wait_until(|| async { h.review("v4", &with_sidecar).await["allowed"] == false }).await;
+    let r = h.review("v4b", &with_sidecar).await;
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`helper`")
+    );
+    h.stop().await;
+}
+
+async fn served_certificate(h: &Harness) -> Vec<u8> {
+    // A new client per call: a pooled connection would keep the old certificate.
+    let resp = client(&h.ca)
+        .post(h.url("/mutate"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    resp.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn certificate_rotation_without_restart() {
+    let h = Harness::start(Some("")).await;
+    let first = served_certificate(&h).await;
+    let (cert2, key2, der2) = h.ca.leaf("leaf-2");
+    assert_ne!(first, der2);
+    // A broken pair (new cert, old key) is refused; the old certificate stays.
+    let (cert3, _, der3) = h.ca.leaf("leaf-3");
+    let old_key = std::fs::read_to_string(h.dir.path().join("tls.key")).unwrap();
+    write_secret_volume(h.dir.path(), &cert3, &old_key, 2);
+    wait_until(|| async {
+        let m = reqwest::get(h.admin("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.contains(
+            r#"airflow_keda_scaler_webhook_reloads_total{what="certificate",result="error"} 1"#,
+        )
+    })
+    .await;
+    let still = served_certificate(&h).await;
+    assert_eq!(still, first);
+    assert_ne!(still, der3);
+    // The Secret is updated (symlink swap): the new certificate is served without restart.
+    write_secret_volume(h.dir.path(), &cert2, &key2, 3);
+    wait_until(|| async { served_certificate(&h).await == der2 }).await;
+    assert_eq!(
+        reqwest::get(h.admin("/readyz")).await.unwrap().status(),
+        200
+    );
+    h.stop().await;
+}
+
+#[test]
+fn example_policy_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/webhook-policy.yaml");
+    let mut out = Vec::new();
+    let code = cli::validate_policy(&ValidatePolicyArgs { file: path }, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(code, ExitCode::SUCCESS, "{text}");
+    assert!(!text.contains("warning"), "{text}");
+}
+
+#[test]
+fn validate_policy_reports_every_problem_with_its_path() {
+    let mut out = Vec::new();
+    let code = cli::validate_policy(
+        &ValidatePolicyArgs {
+            file: fixture("broken-policy.yaml"),
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(code, ExitCode::from(1));
+    let text = String::from_utf8(out).unwrap();
+    for path in [
+        "nodeTypes.small.allocatable.cpu:",
+        "defaultNodeType:",
+        "profiles.large.nodeType:",
+        "profiles.large.resources.limits.cpu:",
+        "profiles.large.tempStorage.path:",
+        "rules[0].match.dagIds[0]:",
+        "rules[0].labels.dag_id:",
+        "guardRails.sidecars:",
+    ] {
+        assert!(text.contains(path), "{path} not reported in\n{text}");
+    }
+}
+
+#[test]
+fn mutate_command_prints_patch_and_pod_or_denial() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/webhook-policy.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let pod_file = dir.path().join("pod.yaml");
+    let p = with_annotation(
+        pod("airflow3-pod.yaml"),
+        "airflow-keda-scaler/profile",
+        "large",
+    );
+    std::fs::write(&pod_file, serde_yaml::to_string(&p).unwrap()).unwrap();
+    let args = |output| MutateArgs {
+        policy: example.clone(),
+        pod: pod_file.clone(),
+        namespace: None,
+        output,
+    };
+    let mut out = Vec::new();
+    assert_eq!(
+        cli::mutate(&args(MutateOutput::Json), &mut out).unwrap(),
+        ExitCode::SUCCESS
+    );
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["allowed"], true);
+    assert_eq!(
+        v["pod"]["spec"]["nodeSelector"]["node.kubernetes.io/instance-type"],
+        "r5.2xlarge"
+    );
+    let mut applied = p.clone();
+    let patch: json_patch::Patch = serde_json::from_value(v["patch"].clone()).unwrap();
+    json_patch::patch(&mut applied, &patch).unwrap();
+    assert_eq!(applied, v["pod"]);
+    let mut out = Vec::new();
+    cli::mutate(&args(MutateOutput::Yaml), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("# outcome: mutated") && text.contains("op: add"),
+        "{text}"
+    );
+
+    let mut big = pod("airflow2-pod.yaml");
+    big["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "100Gi"}});
+    std::fs::write(&pod_file, serde_yaml::to_string(&big).unwrap()).unwrap();
+    let mut out = Vec::new();
+    let code = cli::mutate(&args(MutateOutput::Yaml), &mut out).unwrap();
+    assert_eq!(code, ExitCode::from(cli::EXIT_DENIED));
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("DENIED: task example_etl.transform"),
+        "{text}"
+    );
+    assert!(text.contains("100Gi of memory"), "{text}");
+}
+
+#[test]
+fn binary_runs_the_admin_commands() {
+    let bin = env!("CARGO_BIN_EXE_airflow-keda-scaler");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/webhook-policy.yaml");
+    let ok = Command::new(bin)
+        .arg("validate-policy")
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = Command::new(bin)
+        .arg("validate-policy")
+        .arg(fixture("broken-policy.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let out = Command::new(bin)
+        .args(["mutate", "--output", "json", "--policy"])
+        .arg(&example)
+        .arg("--pod")
+        .arg(fixture("airflow2-pod.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["pod"]["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        "1"
+    );
+    let help = Command::new(bin)
+        .args(["webhook", "--help"])
+        .output()
+        .unwrap();
+    // Collapse the wrapping clap does for the terminal width.
+    let help = String::from_utf8_lossy(&help.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for flag in [
+        "AIRFLOW_KEDA_SCALER_WEBHOOK_ADDR",
+        "AIRFLOW_KEDA_SCALER_WEBHOOK_TLS_CERT",
+        "AIRFLOW_KEDA_SCALER_WEBHOOK_TLS_KEY",
+        "AIRFLOW_KEDA_SCALER_WEBHOOK_POLICY",
+        "AIRFLOW_KEDA_SCALER_WEBHOOK_ADMIN_ADDR",
+        "[default: 0.0.0.0:8443]",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start_with(Some(""), Duration::from_millis(300)).await;
+    let addr = h.server().addr;
+    // No TLS handshake at all: the connection is closed.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf))
+        .await
+        .expect("server closes an idle connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // A body that never completes: 408.
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject as _;
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(h.ca.pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    tls.write_all(b"POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1000\r\n\r\n{")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn self_signed_for_local_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "").unwrap();
+    let token = CancellationToken::new();
+    let server = server::start(
+        WebhookConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
+            tls: TlsSource::SelfSigned {
+                hosts: vec!["localhost".into()],
+            },
+            policy,
+            reload_interval: Duration::from_secs(1),
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(5),
+        },
+        token.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(server.state.not_ready().is_none());
+    let insecure = reqwest::Client::builder()
+        .use_rustls_tls()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let r: Value = insecure
+        .post(format!("https://localhost:{}/mutate", server.addr.port()))
+        .body(review("local", "default", &pod("airflow2-pod.yaml")).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["response"]["allowed"], true);
+    token.cancel();
+    server.wait().await;
+}
