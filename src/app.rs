@@ -10,12 +10,12 @@ use crate::{
     admin,
     cli::{DbArgs, ExplainArgs, OutputFormat, ServeArgs},
     db::{DbError, MetadataDb},
-    grpc_tls::TlsFiles,
     metrics::Metrics,
     refresher,
     scaling::Plan,
     server::{GrpcOptions, GrpcServers, ServerError},
     snapshot::{SnapshotStore, TaskState},
+    tls::grpc::TlsFiles,
     worker_queue::{WorkerQueue, WorkerQueueFileError, WorkerQueues},
 };
 

@@ -15,11 +15,11 @@ use tonic_health::{
 };
 
 use crate::{
-    grpc_tls::{GrpcTls, TlsFiles},
     metrics::Metrics,
     proto::{FILE_DESCRIPTOR_SET, externalscaler::external_scaler_server::ExternalScalerServer},
     scaler_service::ScalerService,
     snapshot::SnapshotStore,
+    tls::grpc::{GrpcTls, TlsFiles},
     worker_queue::WorkerQueues,
 };
 

@@ -8,10 +8,10 @@ use std::{path::Path, time::Duration};
 use airflow_keda_scaler::{
     airflow_fixture::{AirflowVersion, FixtureRow},
     app::{Scaler, ScalerConfig},
-    grpc_tls::TlsFiles,
     metrics::Metrics,
     proto::externalscaler::{GetMetricsRequest, external_scaler_client::ExternalScalerClient},
     server::GrpcOptions,
+    tls::grpc::TlsFiles,
     worker_queue::WorkerQueues,
 };
 use rcgen::{

@@ -25,10 +25,8 @@ pub mod metrics;
 pub mod mutate;
 pub mod policy;
 pub mod quantity;
-pub mod reload;
 pub mod review;
 pub mod server;
-pub mod tls;
 
 pub use args::{MutateArgs, ValidatePolicyArgs, WebhookArgs};
 pub use server::run;

@@ -34,13 +34,16 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::{
+    reload::{Poll, Watched},
+    tls::{self, CertStore, TlsError},
+};
+
 use super::{
     args::WebhookArgs,
     metrics::{Metrics, Reloaded},
     policy::Policy,
-    reload::{Poll, Watched},
     review::{self, Outcome, ReviewError},
-    tls::{self, CertStore, TlsError},
 };
 
 /// Why the webhook could not start.

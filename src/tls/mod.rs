@@ -1,6 +1,7 @@
-//! TLS for the webhook: the certificate comes from PEM files that are re-read when they change
-//! (the server keeps serving the previous pair until a new, valid one is in place), or from a
-//! self-signed pair generated at start for local runs.
+//! TLS shared by the webhook's HTTPS port and the scaler's gRPC port ([`grpc`]): certificates
+//! come from PEM files that are re-read when they change (the server keeps serving the previous
+//! pair until a new, valid one is in place), or from a self-signed pair generated at start for
+//! local runs.
 //!
 //! The rustls server asks [`CertStore`] for the certificate on every handshake, so a swap takes
 //! effect on the next connection without a restart.
@@ -9,6 +10,8 @@ use std::{
     fmt,
     sync::{Arc, RwLock},
 };
+
+pub mod grpc;
 
 use rustls::{
     crypto::CryptoProvider,
@@ -137,8 +140,8 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// A rustls server configuration that asks `store` on every handshake and offers HTTP/2 and
-/// HTTP/1.1.
+/// The webhook's rustls server configuration: asks `store` on every handshake and offers HTTP/2
+/// and HTTP/1.1.
 pub fn server_config(store: Arc<CertStore>) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?

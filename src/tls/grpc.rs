@@ -27,10 +27,8 @@ use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::webhook::{
-    reload::{Poll, Watched},
-    tls::{CertStore, TlsError, certified_key, provider},
-};
+use super::{CertStore, TlsError, certified_key, provider};
+use crate::reload::{Poll, Watched};
 
 /// Longest time a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
