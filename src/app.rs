@@ -14,6 +14,7 @@ use crate::{
     refresher,
     scaling::Plan,
     server::{GrpcOptions, GrpcServers, ServerError},
+    shutdown::{self, Drain},
     snapshot::{SnapshotStore, TaskState},
     tls::grpc::TlsFiles,
     worker_queue::{WorkerQueue, WorkerQueueFileError, WorkerQueues},
@@ -172,6 +173,31 @@ impl Scaler {
         self.shutdown.cancel();
         self.wait().await
     }
+}
+
+/// `serve`: runs the scaler until SIGTERM/SIGINT, then drains within `--shutdown-grace` (a
+/// second signal exits at once). Returns how the drain ended.
+pub async fn serve(args: &ServeArgs) -> Result<Drain, AppError> {
+    let config = ScalerConfig::from_args(args)?;
+    let token = CancellationToken::new();
+    let scaler = Scaler::start(config, token.clone()).await?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let waiter = tokio::spawn(async move {
+        let result = scaler.wait().await;
+        let _ = done_tx.send(());
+        result
+    });
+    let drain = shutdown::run_until_signal(token, args.shutdown_grace, async {
+        let _ = done_rx.await;
+    })
+    .await;
+    tracing::info!(?drain, "stopped");
+    if waiter.is_finished() {
+        waiter
+            .await
+            .map_err(|e| AppError::Server(ServerError::Task(e.to_string())))??;
+    }
+    Ok(drain)
 }
 
 /// `explain`: one snapshot, one line per worker queue, then parallelism.

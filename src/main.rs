@@ -4,13 +4,13 @@
 use std::process::ExitCode;
 
 use airflow_keda_scaler::{
-    app::{self, Scaler, ScalerConfig},
+    app,
     cli::{Cli, Command},
-    demo, shutdown, telemetry,
+    demo,
+    shutdown::Drain,
+    telemetry,
 };
-use anyhow::Context;
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -22,7 +22,6 @@ async fn main() -> ExitCode {
     match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
@@ -31,29 +30,10 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => {
-            let config = ScalerConfig::from_args(&args)?;
-            let token = CancellationToken::new();
-            let scaler = Scaler::start(config, token.clone()).await?;
-            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-            let waiter = tokio::spawn(async move {
-                let result = scaler.wait().await;
-                let _ = done_tx.send(());
-                result
-            });
-            let drain = shutdown::run_until_signal(token, args.shutdown_grace, async {
-                let _ = done_rx.await;
-            })
-            .await;
-            tracing::info!(?drain, "stopped");
-            if waiter.is_finished() {
-                waiter.await.context("server task")??;
-            }
-            Ok(match drain {
-                shutdown::Drain::Clean => ExitCode::SUCCESS,
-                _ => ExitCode::from(1),
-            })
-        }
+        Command::Serve(args) => Ok(match app::serve(&args).await? {
+            Drain::Clean => ExitCode::SUCCESS,
+            Drain::GraceExpired | Drain::Forced => ExitCode::from(1),
+        }),
         Command::Explain(args) => {
             app::explain(&args, &mut std::io::stdout()).await?;
             Ok(ExitCode::SUCCESS)
