@@ -44,19 +44,11 @@ fn rows() -> Vec<FixtureRow> {
         None,
         1,
     );
-    for state in [
-        None,
-        Some("scheduled"),
-        Some("success"),
-        Some("failed"),
-        Some("up_for_retry"),
-        Some("up_for_reschedule"),
-        Some("deferred"),
-        Some("restarting"),
-        Some("removed"),
-        Some("skipped"),
-        Some("upstream_failed"),
-    ] {
+    // Every other state: none of these may count.
+    for state in airflow_fixture::ALL_STATES
+        .into_iter()
+        .filter(|s| !matches!(s, Some("queued" | "running")))
+    {
         add(state, "default", None, 2);
         add(state, "ml", Some("CeleryExecutor"), 1);
     }
