@@ -152,9 +152,9 @@ fn own_values(
     Ok(own)
 }
 
-/// Unknown keys are echoed in errors: keep them short.
+/// Unknown keys are echoed in errors: keep them short and printable.
 fn excerpt_key(key: &str) -> String {
-    if key.chars().count() <= 64 {
+    if key.chars().count() <= 64 && !key.chars().any(char::is_control) {
         key.to_string()
     } else {
         excerpt(key)

@@ -188,6 +188,19 @@ impl ParsedUrl {
             Some(p) => p.strip_prefix('/').unwrap_or(p),
             None => location,
         };
+        // `sqlite://user:password@host/db` is not a file: refuse it without repeating it (it
+        // may hold a password, which would otherwise end up in the "path").
+        let authority = location
+            .strip_prefix("//")
+            .map(|p| p.split('/').next().unwrap_or_default())
+            .unwrap_or_default();
+        if authority.contains('@') {
+            return Err(DbError::Config(
+                "a SQLite URL names a file, not a user or host: \
+                 use sqlite:////absolute/path/airflow.db"
+                    .into(),
+            ));
+        }
         if path.is_empty() || path == ":memory:" || path.starts_with("file::memory:") {
             return Err(DbError::Config(
                 "an in-memory SQLite database cannot hold Airflow's metadata: \
@@ -852,6 +865,10 @@ mod tests {
             (format!("postgres://u:{secret}%FF@h/db"), "not valid UTF-8"),
             ("sqlite://".to_string(), "in-memory"),
             ("sqlite:///:memory:".to_string(), "in-memory"),
+            (
+                format!("sqlite://airflow:{secret}@h/db"),
+                "not a user or host",
+            ),
         ];
         for (url, expected) in cases {
             let err = ParsedUrl::parse(&url)
