@@ -78,7 +78,9 @@ pub struct DbArgs {
     /// PostgreSQL schema holding Airflow's tables (Airflow's `[database] sql_alchemy_schema`).
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
-    /// Do not use named prepared statements (needed behind PgBouncer in transaction mode).
+    /// Disable sqlx's statement cache. The refresh queries already use the simple query
+    /// protocol (no prepared statements), which works behind PgBouncer in any pooling mode;
+    /// the flag documents the deployment and keeps any future parameterised query safe.
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_PGBOUNCER", default_value_t = false)]
     pub pgbouncer: bool,
     /// Timeout for connecting and for one refresh query.

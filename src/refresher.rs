@@ -9,7 +9,12 @@
 //!   error changes), one info line when they recover: never one line per tick.
 //! - Ticks missed while a query is slow are skipped, not bursted.
 
-use std::time::{Duration, Instant};
+use std::{
+    panic::AssertUnwindSafe,
+    time::{Duration, Instant},
+};
+
+use futures::FutureExt;
 
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -71,7 +76,14 @@ pub async fn run_observed(
         let result = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            r = state.refresh(&db) => r,
+            // A panic inside the driver (e.g. on a protocol answer it did not expect) must not
+            // end the refresher: that would leave the scaler stale until restarted.
+            r = AssertUnwindSafe(state.refresh(&db)).catch_unwind() => r.unwrap_or_else(|_| {
+                Err(DbError::Query {
+                    url: db.redacted_url().to_string(),
+                    reason: "the database driver failed unexpectedly (panic); retrying".into(),
+                })
+            }),
         };
         let stats = RefreshStats {
             duration: started.elapsed(),

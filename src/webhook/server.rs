@@ -547,6 +547,8 @@ async fn serve_https(
                 }
             },
         };
+        // Without it, Nagle's algorithm meets the client's delayed ACK: ~40 ms stalls (p99).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
         let shutdown = shutdown.clone();

@@ -1,0 +1,90 @@
+//! The benchmark suite: every figure of the performance issue against its baseline measured in
+//! the same run, printed as one table (stdout, markdown); progress and details on stderr.
+//!
+//! ```sh
+//! cargo bench --bench suite                    # full run (< 10 min; builds the 1 M-row data sets once)
+//! cargo bench --bench suite -- --smoke         # CI: every figure at tiny scale, < 60 s, exits 0
+//! cargo bench --bench suite -- --generate      # rebuild the 1 M-row data sets, then run
+//! cargo bench --bench suite -- --only P1,P5    # some figures
+//! ```
+//!
+//! Needs the project's PostgreSQL (127.0.0.1:5432) and MariaDB (127.0.0.1:3306) servers, or
+//! `AKS_TEST_POSTGRES_URL` / `AKS_TEST_MYSQL_URL`. Method and results: docs/performance.md.
+
+mod admission;
+mod common;
+mod dataset;
+mod grpc;
+mod process;
+mod push;
+mod round_trips;
+
+use std::time::Instant;
+
+use airflow_keda_scaler::{airflow_fixture::AirflowVersion, db::Dialect};
+use common::{BenchDb, Mode, Row, machine, server_runtime, small_rows, table};
+
+fn main() {
+    let mode = Mode::from_args();
+    let started = Instant::now();
+    if mode.generate_only {
+        dataset::generate_all(&mode);
+        return;
+    }
+    say!(
+        "airflow-keda-scaler benchmark suite ({}), {}",
+        if mode.smoke { "smoke" } else { "full" },
+        machine()
+    );
+    say!(
+        "repetitions {} × {:?} per load window; medians and same-run ratios",
+        mode.reps,
+        mode.window
+    );
+
+    // A small Airflow 3 task_instance for the figures that need a live database.
+    let rt = server_runtime("setup", 1);
+    let pg = rt.block_on(async {
+        let db = BenchDb::create(Dialect::Postgres, "aks_bench_small").await;
+        db.create_table(AirflowVersion::V3, &small_rows()).await;
+        db
+    });
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let mut step = |name: &str, f: &mut dyn FnMut() -> Vec<Row>| {
+        if mode.runs(name) {
+            let t = Instant::now();
+            say!("{name} …");
+            let r = f();
+            say!("{name} done in {:.1} s", t.elapsed().as_secs_f64());
+            rows.extend(r);
+        }
+    };
+    step("P1", &mut || vec![grpc::p1(&mode, &pg)]);
+    step("P2", &mut || round_trips::p2(&mode));
+    step("P3", &mut || {
+        let (r, n) = dataset::p3(&mode);
+        notes.extend(n);
+        r
+    });
+    step("P4", &mut || vec![push::p4(&mode)]);
+    step("P5", &mut || vec![admission::p5(&mode)]);
+    step("P6", &mut || process::p6(&mode, &pg));
+    drop(pg);
+
+    if !notes.is_empty() {
+        say!("\nQuery plans and notes:");
+        for n in &notes {
+            say!("{n}");
+        }
+    }
+    println!(
+        "\n## airflow-keda-scaler performance ({} run, {:.0} s)\n\nMachine: {}\n",
+        if mode.smoke { "smoke" } else { "full" },
+        started.elapsed().as_secs_f64(),
+        machine()
+    );
+    println!("{}", table(&rows));
+}
