@@ -23,19 +23,8 @@ use airflow_keda_scaler::{
     },
 };
 
-/// The worker queues the metadata is resolved against.
-pub const DECLARED: &str = "\
-workerQueues:
-  - name: default
-    queues: [default]
-    maxTasksPerWorker: 4
-  - name: ml
-    queues: [ml, \"gpu'; DROP TABLE task_instance; --\"]
-    maxTasksPerWorker: 2
-    minWorkers: 0
-    maxWorkers: 5
-    activationTasks: 10
-";
+/// The worker queues the metadata is resolved against. (shared fixture: `tests/fixtures/worker-queues.yaml`).
+pub const DECLARED: &str = include_str!("../tests/fixtures/worker-queues.yaml");
 
 /// Keys reachable with one selector byte: ours, their `FromEnv` aliases, KEDA's.
 pub const KEYS: &[&str] = &[

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::{
-    common::{Mode, Row, fmt_dur, median, percentile, server_runtime},
+    common::{Mode, Row, fmt_dur, median, server_runtime},
     grpc::{Load, errors_note, summarize},
     say,
 };
@@ -387,20 +387,7 @@ pub async fn load(
             (lat, errors)
         }));
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (lat, e) = t.await.unwrap();
-        all.extend(lat);
-        errors += e;
-    }
-    all.sort_unstable();
-    Load {
-        rps: all.len() as f64 / window.as_secs_f64(),
-        p50: Duration::from_nanos(u64::from(percentile(&all, 50.0))),
-        p99: Duration::from_nanos(u64::from(percentile(&all, 99.0))),
-        errors,
-    }
+    Load::gather(tasks, window).await
 }
 
 pub fn clients(mode: &Mode) -> usize {

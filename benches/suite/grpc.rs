@@ -203,6 +203,30 @@ pub struct Load {
     pub errors: u64,
 }
 
+impl Load {
+    /// Joins the load tasks (each: latencies in ns of the successful calls inside the measured
+    /// window, and its error count) into one result.
+    pub async fn gather(
+        tasks: Vec<tokio::task::JoinHandle<(Vec<u32>, u64)>>,
+        window: Duration,
+    ) -> Self {
+        let mut all = Vec::new();
+        let mut errors = 0;
+        for t in tasks {
+            let (lat, e) = t.await.unwrap();
+            all.extend(lat);
+            errors += e;
+        }
+        all.sort_unstable();
+        Self {
+            rps: all.len() as f64 / window.as_secs_f64(),
+            p50: Duration::from_nanos(u64::from(percentile(&all, 50.0))),
+            p99: Duration::from_nanos(u64::from(percentile(&all, 99.0))),
+            errors,
+        }
+    }
+}
+
 /// Opens `clients` connections to `addr`.
 pub async fn connect(addr: SocketAddr, clients: usize) -> Vec<ExternalScalerClient<Channel>> {
     let mut out = Vec::with_capacity(clients);
@@ -251,20 +275,7 @@ pub async fn load(clients: &[ExternalScalerClient<Channel>], window: Duration) -
             (lat, errors)
         }));
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (lat, e) = t.await.unwrap();
-        all.extend(lat);
-        errors += e;
-    }
-    all.sort_unstable();
-    Load {
-        rps: all.len() as f64 / window.as_secs_f64(),
-        p50: Duration::from_nanos(u64::from(percentile(&all, 50.0))),
-        p99: Duration::from_nanos(u64::from(percentile(&all, 99.0))),
-        errors,
-    }
+    Load::gather(tasks, window).await
 }
 
 /// Medians over repetitions.

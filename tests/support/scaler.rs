@@ -22,19 +22,8 @@ use tonic_health::pb::{
 
 use super::databases::TestDb;
 
-/// The worker queues most tests use.
-pub const WORKER_QUEUES: &str = "\
-workerQueues:
-  - name: default
-    queues: [default]
-    maxTasksPerWorker: 4
-  - name: ml
-    queues: [ml, \"gpu'; DROP TABLE task_instance; --\"]
-    maxTasksPerWorker: 2
-    minWorkers: 0
-    maxWorkers: 5
-    activationTasks: 10
-";
+/// The worker queues most tests use. (shared fixture: `tests/fixtures/worker-queues.yaml`).
+pub const WORKER_QUEUES: &str = include_str!("../fixtures/worker-queues.yaml");
 
 pub fn db_args(url: &str) -> DbArgs {
     DbArgs {
