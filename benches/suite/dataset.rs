@@ -2,7 +2,7 @@
 //! rest mostly terminal), PostgreSQL and MariaDB, against the chart's single-queue query on the
 //! same table, and against 8 of them (one per queue).
 //!
-//! The data set is generated with `airflow_fixture`'s DDL and bulk `INSERT`s (1 000 rows per
+//! The data set is generated with `testkit::airflow`'s DDL and bulk `INSERT`s (1 000 rows per
 //! statement), deterministically (row `i` is a pure function of `i`). It is kept between runs
 //! in databases `aks_bench_1m` (a marker table records the generator version); `--generate`
 //! rebuilds it.

@@ -6,7 +6,7 @@
 //! - [`snapshot`], [`refresher`]: the one refresh query and what it publishes.
 //! - [`grpc`]: KEDA's ExternalScaler service, the gRPC listeners and their readiness.
 //! - [`metrics`]: Prometheus metrics and the admin view.
-//! - [`explain`]: the offline `explain` command.
+//! - [`mod@explain`]: the offline `explain` command.
 //!
 //! [`Scaler::start`] wires the parts; `serve`, the demo and the end-to-end tests all run the
 //! same assembly.

@@ -1,6 +1,6 @@
 //! The snapshot: what one refresh read from `task_instance`, published immutably for every RPC.
 //!
-//! One background refresh (see [`crate::refresher`]) runs a single grouped query and publishes a
+//! One background refresh (see [`super::refresher`]) runs a single grouped query and publishes a
 //! [`Snapshot`] into the [`SnapshotStore`]. Every gRPC call reads the latest snapshot and filters
 //! it in memory ([`Snapshot::demand`]); no RPC touches the database.
 

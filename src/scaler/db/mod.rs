@@ -8,6 +8,8 @@
 //! the redacted URL ([`MetadataDb::redacted_url`]) and a driver message scrubbed of the password.
 
 pub mod dialect;
+mod error;
+mod options;
 pub mod url;
 
 use std::{fmt, sync::Arc, time::Duration};
@@ -21,8 +23,13 @@ use sqlx::{
 };
 
 pub use self::dialect::Dialect;
-use self::url::{ConnectOptions, Settings, read_password_file};
+pub use self::error::DbError;
+use self::error::is_connection_error;
 pub use self::url::{ParsedUrl, UrlSource, resolve_url};
+use self::{
+    options::{ConnectOptions, Settings},
+    url::read_password_file,
+};
 use crate::scaler::{
     config::DbConfig,
     snapshot::{AirflowSchema, QueueCount, TaskState},
@@ -34,79 +41,6 @@ const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// Idle connections are closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-
-/// Everything that can go wrong in this layer. Messages are meant for humans and never hold a
-/// secret: URLs are redacted and driver messages are scrubbed of the password.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DbError {
-    /// The URL or another setting is wrong; retrying will not help.
-    #[error("database configuration: {0}")]
-    Config(String),
-    /// No connection could be opened, or the open one broke.
-    #[error("cannot connect to {url}: {reason}")]
-    Connect {
-        /// Redacted URL.
-        url: String,
-        /// What the driver said (scrubbed).
-        reason: String,
-    },
-    /// The database answered with an error (or an answer this crate cannot read).
-    #[error("query on {url} failed: {reason}")]
-    Query {
-        /// Redacted URL.
-        url: String,
-        /// What the database said (scrubbed).
-        reason: String,
-    },
-    /// No answer within `--database-timeout`.
-    #[error("{url} did not answer within {} ({what})", humantime::format_duration(*.timeout))]
-    Timeout {
-        /// Redacted URL.
-        url: String,
-        /// What was being waited for.
-        what: &'static str,
-        /// The limit that passed.
-        timeout: Duration,
-    },
-    /// The database has no `task_instance` table.
-    #[error("{url}{where_} has no task_instance table — not an Airflow metadata database?")]
-    NotAirflow {
-        /// Redacted URL.
-        url: String,
-        /// Where the table was looked for (e.g. ` (search_path airflow)`), or empty.
-        where_: String,
-    },
-}
-
-impl DbError {
-    /// A short, stable label for metrics: `config`, `connect`, `query`, `timeout` or
-    /// `not_airflow`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Config(_) => "config",
-            Self::Connect { .. } => "connect",
-            Self::Query { .. } => "query",
-            Self::Timeout { .. } => "timeout",
-            Self::NotAirflow { .. } => "not_airflow",
-        }
-    }
-
-    /// A connection-level failure, scrubbed of `secrets`.
-    pub(crate) fn connect(url: &str, e: &sqlx::Error, secrets: &[String]) -> Self {
-        Self::Connect {
-            url: url.to_string(),
-            reason: scrub(&driver_message(e), secrets),
-        }
-    }
-
-    /// A failed statement, scrubbed of `secrets`.
-    pub(crate) fn query(url: &str, e: &sqlx::Error, secrets: &[String]) -> Self {
-        Self::Query {
-            url: url.to_string(),
-            reason: scrub(&driver_message(e), secrets),
-        }
-    }
-}
 
 /// The pool of one dialect. Code that runs SQL matches on this only to pick the pool.
 #[derive(Clone)]
@@ -165,7 +99,6 @@ impl MetadataDb {
         let settings = Settings {
             schema: args.database_schema.clone().filter(|s| !s.is_empty()),
             pgbouncer: args.pgbouncer,
-            sqlite_writer: false,
         };
         let options = url.connect_options(&settings)?;
         let timeout = args.database_timeout.max(Duration::from_millis(1));
@@ -417,46 +350,9 @@ where
     Ok(out)
 }
 
-/// Errors after which the connection must not be used again.
-fn is_connection_error(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-    )
-}
-
-/// The useful part of a driver error, without sqlx's generic prefixes.
-fn driver_message(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(db) => match db.code() {
-            Some(code) => format!("{} (code {code})", db.message()),
-            None => db.message().to_string(),
-        },
-        sqlx::Error::Io(io) => io.to_string(),
-        sqlx::Error::Tls(tls) => format!("TLS: {tls}"),
-        sqlx::Error::PoolClosed => "the connection pool is closed".into(),
-        other => other.to_string(),
-    }
-}
-
-/// Replaces every secret in `message` with `***`.
-fn scrub(message: &str, secrets: &[String]) -> String {
-    let mut out = message.to_string();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), "***");
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use super::error::scrub;
     use std::{
         io::Write,
         sync::{Arc, Mutex},

@@ -1,5 +1,5 @@
 //! KEDA's `externalscaler.ExternalScaler` gRPC service: a thin adapter over
-//! [`metadata::parse`] → [`Published::fresh`] → [`scaling`].
+//! [`metadata::parse`] → [`Published::fresh`] → [`sizing`].
 //!
 //! No RPC touches the database: every answer comes from the latest snapshot. When there is no
 //! fresh snapshot every RPC answers `UNAVAILABLE` with the reason — never 0 or `false`.
