@@ -11,8 +11,7 @@ use std::{
 };
 
 use airflow_keda_scaler::webhook::{
-    args::{MutateArgs, MutateOutput, ValidatePolicyArgs},
-    cli,
+    commands::{self, MutateOutput, MutateRequest},
     server::{self, RunningWebhook, TlsSource, WebhookConfig},
 };
 use base64::Engine as _;
@@ -174,7 +173,8 @@ impl Harness {
         if let Some(s) = self.server.take() {
             tokio::time::timeout(Duration::from_secs(5), s.wait())
                 .await
-                .expect("webhook stops within 5 s");
+                .expect("webhook stops within 5 s")
+                .expect("no webhook task failed");
         }
     }
 }
@@ -678,7 +678,7 @@ async fn certificate_rotation_without_restart() {
 fn example_policy_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/webhook-policy.yaml");
     let mut out = Vec::new();
-    let code = cli::validate_policy(&ValidatePolicyArgs { file: path }, &mut out).unwrap();
+    let code = commands::validate_policy(&path, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert_eq!(code, ExitCode::SUCCESS, "{text}");
     assert!(!text.contains("warning"), "{text}");
@@ -687,13 +687,7 @@ fn example_policy_is_valid() {
 #[test]
 fn validate_policy_reports_every_problem_with_its_path() {
     let mut out = Vec::new();
-    let code = cli::validate_policy(
-        &ValidatePolicyArgs {
-            file: fixture("broken-policy.yaml"),
-        },
-        &mut out,
-    )
-    .unwrap();
+    let code = commands::validate_policy(&fixture("broken-policy.yaml"), &mut out).unwrap();
     assert_eq!(code, ExitCode::from(1));
     let text = String::from_utf8(out).unwrap();
     for path in [
@@ -721,7 +715,7 @@ fn mutate_command_prints_patch_and_pod_or_denial() {
         "large",
     );
     std::fs::write(&pod_file, serde_yaml::to_string(&p).unwrap()).unwrap();
-    let args = |output| MutateArgs {
+    let args = |output| MutateRequest {
         policy: example.clone(),
         pod: pod_file.clone(),
         namespace: None,
@@ -729,7 +723,7 @@ fn mutate_command_prints_patch_and_pod_or_denial() {
     };
     let mut out = Vec::new();
     assert_eq!(
-        cli::mutate(&args(MutateOutput::Json), &mut out).unwrap(),
+        commands::mutate(&args(MutateOutput::Json), &mut out).unwrap(),
         ExitCode::SUCCESS
     );
     let v: Value = serde_json::from_slice(&out).unwrap();
@@ -743,7 +737,7 @@ fn mutate_command_prints_patch_and_pod_or_denial() {
     json_patch::patch(&mut applied, &patch).unwrap();
     assert_eq!(applied, v["pod"]);
     let mut out = Vec::new();
-    cli::mutate(&args(MutateOutput::Yaml), &mut out).unwrap();
+    commands::mutate(&args(MutateOutput::Yaml), &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(
         text.contains("# outcome: mutated") && text.contains("op: add"),
@@ -754,8 +748,8 @@ fn mutate_command_prints_patch_and_pod_or_denial() {
     big["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "100Gi"}});
     std::fs::write(&pod_file, serde_yaml::to_string(&big).unwrap()).unwrap();
     let mut out = Vec::new();
-    let code = cli::mutate(&args(MutateOutput::Yaml), &mut out).unwrap();
-    assert_eq!(code, ExitCode::from(cli::EXIT_DENIED));
+    let code = commands::mutate(&args(MutateOutput::Yaml), &mut out).unwrap();
+    assert_eq!(code, ExitCode::from(commands::EXIT_DENIED));
     let text = String::from_utf8(out).unwrap();
     assert!(
         text.contains("DENIED: task example_etl.transform"),
@@ -905,5 +899,5 @@ async fn self_signed_for_local_runs() {
         .unwrap();
     assert_eq!(r["response"]["allowed"], true);
     token.cancel();
-    server.wait().await;
+    server.wait().await.unwrap();
 }

@@ -13,12 +13,11 @@
 //! - [`mutate`]: applying settings to a pod (pure).
 //! - [`guard`]: guard rails on the mutated pod.
 //! - [`review`]: one AdmissionReview in, one response out (pure), with the JSONPatch.
-//! - [`tls`], [`reload`]: certificates and files re-read when they change.
-//! - [`metrics`], [`server`]: Prometheus metrics, the HTTPS and admin servers.
-//! - [`args`], [`cli`]: command-line arguments and the offline admin commands.
+//! - [`metrics`], [`server`]: Prometheus metrics, the HTTPS server and the admin view (over
+//!   [`crate::runtime`]'s TLS acceptor, reloading and admin server).
+//! - [`commands`]: the offline admin commands (`validate-policy`, `mutate`).
 
-pub mod args;
-pub mod cli;
+pub mod commands;
 pub mod guard;
 pub mod matching;
 pub mod metrics;
@@ -28,5 +27,4 @@ pub mod quantity;
 pub mod review;
 pub mod server;
 
-pub use args::{MutateArgs, ValidatePolicyArgs, WebhookArgs};
-pub use server::run;
+pub use server::{WebhookConfig, run};
