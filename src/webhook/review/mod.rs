@@ -5,11 +5,11 @@
 //! typed pod and its mutated copy; both sides go through the same typed model, so fields this
 //! build does not know are never mentioned. A safety check refuses (as an internal error) any
 //! patch that would touch what the webhook must never touch.
-
-use std::fmt;
+//!
+//! - [`verdict`]: the decision for one typed pod.
+//! - [`patch`]: the JSONPatch and its safety check.
 
 use base64::Engine as _;
-use json_patch::{Patch, PatchOperation};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::{
     DynamicObject,
@@ -17,12 +17,13 @@ use kube::core::{
 };
 use serde_json::Value;
 
-use super::{
-    guard,
-    matching::{self, TaskIdentity},
-    mutate,
-    policy::{Action, PROFILE_ANNOTATION, Policy, WORKLOAD_VOLUME},
-};
+use super::policy::Policy;
+
+mod patch;
+mod verdict;
+
+pub use patch::{check_patch, pod_patch};
+pub use verdict::{Outcome, Verdict, review_pod};
 
 /// Why a review could not be answered (the HTTP layer answers 400 or 500).
 #[derive(Debug, thiserror::Error)]
@@ -44,246 +45,6 @@ pub enum ReviewError {
     /// A bug: JSON serialization failed.
     #[error("internal error: {0}")]
     Serialize(#[from] serde_json::Error),
-}
-
-/// The decision for one pod.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    /// Not an Airflow task pod (or not a pod creation): admitted, untouched.
-    Skip(&'static str),
-    /// Admitted, with a patch (possibly empty).
-    Allow {
-        /// The task.
-        task: TaskIdentity,
-        /// RFC 6902 operations (empty: nothing to change).
-        patch: Patch,
-        /// What was applied, one item per change.
-        applied: Vec<String>,
-        /// Warnings for the client.
-        warnings: Vec<String>,
-    },
-    /// Refused.
-    Deny {
-        /// The task.
-        task: TaskIdentity,
-        /// Why, and what to change.
-        message: String,
-        /// Warnings for the client.
-        warnings: Vec<String>,
-    },
-}
-
-/// How a review ended, for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// Airflow pod, changed.
-    Mutated,
-    /// Airflow pod, nothing to change.
-    Unchanged,
-    /// Airflow pod, refused.
-    Denied,
-    /// Not ours: admitted untouched.
-    Skipped,
-    /// Malformed request (HTTP 400 / 413).
-    Invalid,
-    /// No policy loaded yet (HTTP 503).
-    Unavailable,
-    /// Internal error (HTTP 500).
-    Error,
-}
-
-impl Outcome {
-    /// Metric label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Mutated => "mutated",
-            Self::Unchanged => "unchanged",
-            Self::Denied => "denied",
-            Self::Skipped => "skipped",
-            Self::Invalid => "invalid",
-            Self::Unavailable => "unavailable",
-            Self::Error => "error",
-        }
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Verdict {
-    /// The outcome label.
-    pub fn outcome(&self) -> Outcome {
-        match self {
-            Self::Skip(_) => Outcome::Skipped,
-            Self::Allow { patch, .. } if patch.0.is_empty() => Outcome::Unchanged,
-            Self::Allow { .. } => Outcome::Mutated,
-            Self::Deny { .. } => Outcome::Denied,
-        }
-    }
-}
-
-/// Decides for one pod being created in `namespace`.
-pub fn review_pod(policy: &Policy, namespace: &str, pod: &Pod) -> Result<Verdict, ReviewError> {
-    if !matching::is_airflow_pod(&policy.airflow_pods, pod) {
-        return Ok(Verdict::Skip("not an Airflow KubernetesExecutor task pod"));
-    }
-    let task = TaskIdentity::of(pod);
-    let resolution = matching::resolve(policy, namespace, &task, pod);
-    let mut warnings = Vec::new();
-    if let Some(name) = &resolution.unknown_profile {
-        let known: Vec<&str> = policy.profiles.keys().map(String::as_str).collect();
-        let known = if known.is_empty() {
-            "this cluster defines no profiles".to_owned()
-        } else {
-            format!("known profiles: {}", known.join(", "))
-        };
-        let msg = format!(
-            "task {task} asks for profile `{name}` ({PROFILE_ANNOTATION}) but there is no such profile; {known}"
-        );
-        if policy.guard_rails.unknown_profile == Action::Deny {
-            return Ok(Verdict::Deny {
-                task,
-                message: msg,
-                warnings,
-            });
-        }
-        warnings.push(format!(
-            "airflow-keda-scaler: task {} asks for unknown profile `{name}`: profile not applied",
-            task.short()
-        ));
-    }
-    let choice = matching::choose_node_type(policy, &resolution.effective, pod);
-    let mutation = mutate::mutate(policy, pod, &resolution.effective, &choice);
-    warnings.extend(mutation.warnings.iter().cloned());
-    let report = guard::check(
-        policy,
-        &mutation.pod,
-        &task,
-        &choice,
-        &mutation.base_sources,
-    );
-    warnings.extend(report.warnings);
-    if !report.violations.is_empty() {
-        return Ok(Verdict::Deny {
-            task,
-            message: report.violations.join("; "),
-            warnings,
-        });
-    }
-    let patch = pod_patch(pod, &mutation.pod)?;
-    Ok(Verdict::Allow {
-        task,
-        patch,
-        applied: mutation.applied,
-        warnings,
-    })
-}
-
-/// The RFC 6902 patch from `before` to `after`, checked against the invariants.
-pub fn pod_patch(before: &Pod, after: &Pod) -> Result<Patch, ReviewError> {
-    let b = serde_json::to_value(before)?;
-    let a = serde_json::to_value(after)?;
-    let patch = json_patch::diff(&b, &a);
-    check_patch(before, &patch)?;
-    Ok(patch)
-}
-
-fn op_path(op: &PatchOperation) -> Vec<String> {
-    op.path()
-        .tokens()
-        .map(|t| t.decoded().into_owned())
-        .collect()
-}
-
-/// Refuses patches that would reorder or replace containers, touch `args` / `command`, touch
-/// Airflow 3's workload volume or its mount, or remove anything but the fields the webhook is
-/// allowed to clear.
-pub fn check_patch(before: &Pod, patch: &Patch) -> Result<(), ReviewError> {
-    let spec = before.spec.as_ref();
-    let workload_volume = spec
-        .and_then(|s| s.volumes.as_ref())
-        .and_then(|v| v.iter().position(|v| v.name == WORKLOAD_VOLUME))
-        .map(|i| i.to_string());
-    let unsafe_patch = |why: String| Err(ReviewError::UnsafePatch(why));
-    for op in &patch.0 {
-        let path = op_path(op);
-        let p: Vec<&str> = path.iter().map(String::as_str).collect();
-        let shown = op.path().to_string();
-        if !matches!(
-            op,
-            PatchOperation::Add(_) | PatchOperation::Replace(_) | PatchOperation::Remove(_)
-        ) {
-            return unsafe_patch(format!("uses a move/copy/test op at {shown}"));
-        }
-        match p.as_slice() {
-            [
-                "spec",
-                "containers" | "initContainers" | "ephemeralContainers",
-            ]
-            | [
-                "spec",
-                "containers" | "initContainers" | "ephemeralContainers",
-                _,
-            ] => {
-                return unsafe_patch(format!("adds, removes or replaces a container ({shown})"));
-            }
-            [
-                "spec",
-                "containers" | "initContainers",
-                _,
-                "args" | "command" | "name",
-                ..,
-            ] => {
-                return unsafe_patch(format!(
-                    "touches a container's command, args or name ({shown})"
-                ));
-            }
-            ["spec", "volumes"] if spec.and_then(|s| s.volumes.as_ref()).is_some() => {
-                return unsafe_patch(format!("replaces the volume list ({shown})"));
-            }
-            ["spec", "volumes", i, ..] if Some(*i) == workload_volume.as_deref() => {
-                return unsafe_patch(format!("touches the {WORKLOAD_VOLUME} volume ({shown})"));
-            }
-            ["spec", "containers", i, "volumeMounts", rest @ ..] => {
-                let mounts = i
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|i| spec?.containers.get(i))
-                    .and_then(|c| c.volume_mounts.as_ref());
-                if let Some(mounts) = mounts {
-                    if rest.is_empty() {
-                        return unsafe_patch(format!(
-                            "replaces a container's volume mounts ({shown})"
-                        ));
-                    }
-                    let workload_mount = mounts
-                        .iter()
-                        .position(|m| m.name == WORKLOAD_VOLUME)
-                        .map(|i| i.to_string());
-                    if Some(rest[0]) == workload_mount.as_deref() {
-                        return unsafe_patch(format!(
-                            "touches the {WORKLOAD_VOLUME} mount ({shown})"
-                        ));
-                    }
-                }
-            }
-            _ => {}
-        }
-        if let PatchOperation::Remove(_) = op {
-            let allowed = matches!(
-                p.as_slice(),
-                ["spec", "priority" | "preemptionPolicy"]
-                    | ["spec", "containers", _, "env", _, "valueFrom"]
-            );
-            if !allowed {
-                return unsafe_patch(format!("removes {shown}"));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Result of handling one AdmissionReview body.
@@ -451,60 +212,7 @@ pub fn encode_response(review: AdmissionReview<DynamicObject>) -> Result<Value, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use json_patch::{AddOperation, PatchOperation, RemoveOperation, jsonptr::PointerBuf};
     use serde_json::json;
-
-    fn pod() -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"name": "p"},
-            "spec": {
-                "containers": [{"name": "base", "args": ["x"],
-                    "volumeMounts": [{"name": "airflow-workload", "mountPath": "/run/secrets/airflow-workload"}]}],
-                "volumes": [{"name": "airflow-workload", "secret": {"secretName": "s"}}],
-                "priority": 0
-            }
-        }))
-        .unwrap()
-    }
-
-    fn add(path: &[&str]) -> PatchOperation {
-        PatchOperation::Add(AddOperation {
-            path: PointerBuf::from_tokens(path.iter().copied()),
-            value: json!("x"),
-        })
-    }
-
-    fn remove(path: &[&str]) -> PatchOperation {
-        PatchOperation::Remove(RemoveOperation {
-            path: PointerBuf::from_tokens(path.iter().copied()),
-        })
-    }
-
-    #[test]
-    fn safety_check_refuses_forbidden_patches() {
-        let p = pod();
-        for bad in [
-            add(&["spec", "containers", "1"]),
-            add(&["spec", "containers", "0", "args", "0"]),
-            add(&["spec", "volumes", "0", "secret"]),
-            add(&["spec", "volumes"]),
-            add(&["spec", "containers", "0", "volumeMounts", "0", "readOnly"]),
-            remove(&["metadata", "labels"]),
-        ] {
-            assert!(
-                check_patch(&p, &Patch(vec![bad.clone()])).is_err(),
-                "{bad:?}"
-            );
-        }
-        for ok in [
-            add(&["spec", "volumes", "1"]),
-            add(&["spec", "containers", "0", "volumeMounts", "1"]),
-            add(&["spec", "containers", "0", "resources"]),
-            remove(&["spec", "priority"]),
-        ] {
-            assert!(check_patch(&p, &Patch(vec![ok.clone()])).is_ok(), "{ok:?}");
-        }
-    }
 
     #[test]
     fn malformed_reviews_are_errors_not_panics() {

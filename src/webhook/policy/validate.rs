@@ -1,0 +1,579 @@
+//! The validator: turns raw pieces into the compiled model, collecting every problem.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Toleration;
+use serde::de::DeserializeOwned;
+
+use super::{
+    AIRFLOW_ANNOTATIONS, AIRFLOW_LABELS, AIRFLOW_POD_ENV, APPLIED_ANNOTATION, Action,
+    AirflowPodSelector, DEFAULT_TEMP_VOLUME, GuardRails, NodeType, PROFILE_ANNOTATION, Policy,
+    Problem, Resources, Rule, RuleMatch, Settings, TempStorage, WORKLOAD_MOUNT_PATH,
+    WORKLOAD_VOLUME,
+    names::{is_dns_label, is_dns_subdomain, is_env_name, is_profile_name},
+    raw::*,
+};
+
+fn join(prefix: &str, inner: &str) -> String {
+    if inner == "." || inner.is_empty() {
+        prefix.to_owned()
+    } else if prefix == "." || prefix.is_empty() {
+        inner.to_owned()
+    } else if inner.starts_with('[') {
+        format!("{prefix}{inner}")
+    } else {
+        format!("{prefix}.{inner}")
+    }
+}
+
+/// Validation context: collects problems.
+#[derive(Default)]
+pub(super) struct Cx {
+    pub(super) problems: Vec<Problem>,
+}
+
+impl Cx {
+    pub(super) fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Deserializes one piece of the file, recording the error with its full path.
+    fn piece<T: DeserializeOwned>(&mut self, path: &str, value: serde_yaml::Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let msg = e.into_inner().to_string();
+                self.problem(join(path, &inner), msg);
+                None
+            }
+        }
+    }
+
+    pub(super) fn policy(&mut self, text: &str) -> Option<Policy> {
+        let mut root: serde_yaml::Value = match serde_yaml::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.problem(".", format!("not valid YAML: {e}"));
+                return None;
+            }
+        };
+        if let Err(e) = root.apply_merge() {
+            self.problem(".", format!("YAML merge keys: {e}"));
+            return None;
+        }
+        let mut map = match root {
+            serde_yaml::Value::Mapping(m) => m,
+            serde_yaml::Value::Null => serde_yaml::Mapping::new(),
+            _ => {
+                self.problem(".", "a policy is a YAML mapping (airflowPods, defaults, nodeTypes, defaultNodeType, profiles, rules, guardRails)");
+                return None;
+            }
+        };
+        for key in map.keys() {
+            match key.as_str() {
+                Some(k) if TOP_LEVEL_KEYS.contains(&k) => {}
+                Some(k) => self.problem(
+                    k,
+                    format!("unknown key; expected one of {}", TOP_LEVEL_KEYS.join(", ")),
+                ),
+                None => self.problem(".", "keys must be strings"),
+            }
+        }
+        let mut take = |k: &str| map.remove(k).filter(|v| !v.is_null());
+
+        let airflow_pods = match take("airflowPods") {
+            Some(v) => self
+                .piece::<SelectorSpec>("airflowPods", v)
+                .map(|s| self.selector(s))
+                .unwrap_or_default(),
+            None => AirflowPodSelector::default(),
+        };
+
+        let defaults_raw = take("defaults").and_then(|v| self.piece::<DefaultsSpec>("defaults", v));
+        let node_types_raw = self.named_pieces::<NodeTypeSpec>("nodeTypes", take("nodeTypes"));
+        let default_node_type =
+            take("defaultNodeType").and_then(|v| self.piece::<String>("defaultNodeType", v));
+        let profiles_raw = self.named_pieces::<SettingsSpec>("profiles", take("profiles"));
+        let rules_value = take("rules");
+        let guard_value = take("guardRails");
+
+        let mut node_types = BTreeMap::new();
+        for (name, spec) in node_types_raw {
+            let nt = self.node_type(&format!("nodeTypes.{name}"), &name, spec);
+            node_types.insert(name, nt);
+        }
+        let names: BTreeSet<String> = node_types.keys().cloned().collect();
+        if let Some(d) = &default_node_type {
+            self.node_type_ref("defaultNodeType", d, &names);
+        }
+
+        let defaults = match defaults_raw.and_then(|d| d.resources) {
+            Some(r) => self.resources("defaults.resources", r),
+            None => Resources::builtin_defaults(),
+        };
+        self.limits_not_below_requests("defaults.resources", &defaults);
+        if let Some(nt) = default_node_type.as_deref().and_then(|d| node_types.get(d)) {
+            self.fits("defaults.resources", &defaults, nt);
+        }
+
+        let mut profiles = BTreeMap::new();
+        for (name, spec) in profiles_raw {
+            let path = format!("profiles.{name}");
+            if !is_profile_name(&name) {
+                self.problem(
+                    &path,
+                    "profile names use letters, digits, `-`, `_` and `.` (at most 63)",
+                );
+            }
+            let s = self.settings(&path, spec, &names);
+            // A profile placed on no node type of its own runs on the default node type.
+            let nt = s.node_type.as_deref().or(default_node_type.as_deref());
+            if let Some(nt) = nt.and_then(|n| node_types.get(n)) {
+                self.fits(&format!("{path}.resources"), &s.resources, nt);
+            }
+            profiles.insert(name, s);
+        }
+
+        let mut rules = Vec::new();
+        if let Some(v) = rules_value {
+            match v {
+                serde_yaml::Value::Sequence(items) => {
+                    let mut seen = BTreeSet::new();
+                    for (i, item) in items.into_iter().enumerate() {
+                        if let Some(r) = self.rule(&format!("rules[{i}]"), item, &names) {
+                            if let Some(nt) = r
+                                .settings
+                                .node_type
+                                .as_deref()
+                                .and_then(|n| node_types.get(n))
+                            {
+                                self.fits(
+                                    &format!("rules[{i}].resources"),
+                                    &r.settings.resources,
+                                    nt,
+                                );
+                            }
+                            if !seen.insert(r.name.clone()) {
+                                self.problem(
+                                    format!("rules[{i}].name"),
+                                    format!("duplicate rule name `{}`", r.name),
+                                );
+                            }
+                            rules.push(r);
+                        }
+                    }
+                }
+                _ => self.problem("rules", "expected a list of rules"),
+            }
+        }
+
+        let guard_raw = guard_value.and_then(|v| self.piece::<GuardRailsSpec>("guardRails", v));
+        let guard_rails = match guard_raw {
+            Some(g) => {
+                let allowed_sidecars =
+                    self.globs("guardRails.allowedSidecars", &g.allowed_sidecars);
+                GuardRails {
+                    sidecars: g.sidecars.unwrap_or(Action::Warn),
+                    allowed_sidecars,
+                    unknown_profile: match g.unknown_profile {
+                        Some(Action::Allow) => {
+                            self.problem(
+                                "guardRails.unknownProfile",
+                                "use `warn` or `deny` (an unknown profile is never silent)",
+                            );
+                            Action::Warn
+                        }
+                        Some(a) => a,
+                        None => Action::Deny,
+                    },
+                }
+            }
+            None => GuardRails::default(),
+        };
+
+        Some(Policy {
+            airflow_pods,
+            defaults,
+            node_types,
+            default_node_type,
+            profiles,
+            rules,
+            guard_rails,
+        })
+    }
+
+    /// A mapping of name → piece, each deserialized on its own.
+    fn named_pieces<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        value: Option<serde_yaml::Value>,
+    ) -> Vec<(String, T)> {
+        let Some(value) = value else {
+            return Vec::new();
+        };
+        let serde_yaml::Value::Mapping(map) = value else {
+            self.problem(path, "expected a mapping of name: settings");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (k, v) in map {
+            let Some(name) = k.as_str().map(str::to_owned) else {
+                self.problem(path, "names must be strings");
+                continue;
+            };
+            if name.trim().is_empty() {
+                self.problem(path, "empty name");
+                continue;
+            }
+            let item_path = format!("{path}.{name}");
+            let v = if v.is_null() {
+                serde_yaml::Value::Mapping(Default::default())
+            } else {
+                v
+            };
+            if let Some(t) = self.piece::<T>(&item_path, v) {
+                out.push((name, t));
+            }
+        }
+        out
+    }
+
+    fn selector(&mut self, s: SelectorSpec) -> AirflowPodSelector {
+        let labels: BTreeMap<String, String> =
+            s.labels.into_iter().map(|(k, v)| (k, v.0)).collect();
+        for (k, v) in &labels {
+            self.label_key(&format!("airflowPods.labels.{k}"), k);
+            self.label_value(&format!("airflowPods.labels.{k}"), v);
+        }
+        for (i, k) in s.label_keys.iter().enumerate() {
+            self.label_key(&format!("airflowPods.labelKeys[{i}]"), k);
+        }
+        for (i, k) in s.annotation_keys.iter().enumerate() {
+            self.label_key(&format!("airflowPods.annotationKeys[{i}]"), k);
+        }
+        if labels.is_empty() && s.label_keys.is_empty() && s.annotation_keys.is_empty() {
+            self.problem(
+                "airflowPods",
+                "no condition: set labels, labelKeys or annotationKeys (or remove airflowPods to use the built-in selector)",
+            );
+        }
+        AirflowPodSelector {
+            labels,
+            label_keys: s.label_keys,
+            annotation_keys: s.annotation_keys,
+        }
+    }
+
+    fn node_type(&mut self, path: &str, name: &str, spec: NodeTypeSpec) -> NodeType {
+        let mut allocatable = BTreeMap::new();
+        for (res, q) in spec.allocatable {
+            let p = format!("{path}.allocatable.{res}");
+            self.resource_name(&p, &res);
+            if let Some(q) = self.quantity(&p, &q.0) {
+                allocatable.insert(res, q);
+            }
+        }
+        let mut node_selector = BTreeMap::new();
+        for (k, v) in spec.node_selector {
+            let p = format!("{path}.nodeSelector.{k}");
+            self.label_key(&p, &k);
+            self.label_value(&p, &v.0);
+            node_selector.insert(k, v.0);
+        }
+        for (i, t) in spec.tolerations.iter().enumerate() {
+            self.toleration(&format!("{path}.tolerations[{i}]"), t);
+        }
+        NodeType {
+            name: name.to_owned(),
+            allocatable,
+            node_selector,
+            tolerations: spec.tolerations,
+        }
+    }
+
+    fn toleration(&mut self, path: &str, t: &Toleration) {
+        let op = t.operator.as_deref().unwrap_or("Equal");
+        match op {
+            "Equal" => {
+                if t.key.as_deref().unwrap_or("").is_empty() {
+                    self.problem(format!("{path}.key"), "operator Equal needs a key");
+                }
+            }
+            "Exists" => {
+                if !t.value.as_deref().unwrap_or("").is_empty() {
+                    self.problem(format!("{path}.value"), "operator Exists takes no value");
+                }
+            }
+            other => self.problem(
+                format!("{path}.operator"),
+                format!("`{other}`: use Equal or Exists"),
+            ),
+        }
+        if let Some(k) = t.key.as_deref().filter(|k| !k.is_empty()) {
+            self.label_key(&format!("{path}.key"), k);
+        }
+        let effect = t.effect.as_deref().unwrap_or("");
+        if !matches!(effect, "" | "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+            self.problem(
+                format!("{path}.effect"),
+                format!("`{effect}`: use NoSchedule, PreferNoSchedule or NoExecute"),
+            );
+        }
+        if t.toleration_seconds.is_some() && effect != "NoExecute" {
+            self.problem(
+                format!("{path}.tolerationSeconds"),
+                "only valid with effect NoExecute",
+            );
+        }
+    }
+
+    fn node_type_ref(&mut self, path: &str, name: &str, known: &BTreeSet<String>) {
+        if !known.contains(name) {
+            let list = if known.is_empty() {
+                "none is defined under nodeTypes".to_owned()
+            } else {
+                format!(
+                    "known: {}",
+                    known.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+            self.problem(path, format!("unknown node type `{name}` ({list})"));
+        }
+    }
+
+    fn resources(&mut self, path: &str, r: ResourcesSpec) -> Resources {
+        let mut out = Resources::default();
+        for (kind, src, dst) in [
+            ("requests", r.requests, &mut out.requests),
+            ("limits", r.limits, &mut out.limits),
+        ] {
+            for (res, q) in src {
+                let p = format!("{path}.{kind}.{res}");
+                self.resource_name(&p, &res);
+                if let Some(q) = self.quantity(&p, &q.0) {
+                    dst.insert(res, q);
+                }
+            }
+        }
+        for (res, req) in &out.requests {
+            let extended = res.contains('/') || res.starts_with("hugepages-");
+            if let Some(lim) = out.limits.get(res).filter(|l| extended && *l != req) {
+                self.problem(
+                    format!("{path}.limits.{res}"),
+                    format!("{res} cannot be overcommitted: its limit ({lim}) must equal its request ({req})"),
+                );
+            }
+        }
+        out
+    }
+
+    fn limits_not_below_requests(&mut self, path: &str, r: &Resources) {
+        for (res, req) in &r.requests {
+            if let Some(lim) = r.limits.get(res).filter(|l| *l < req) {
+                self.problem(
+                    format!("{path}.limits.{res}"),
+                    format!("limit {lim} is below the request {req}"),
+                );
+            }
+        }
+    }
+
+    fn fits(&mut self, path: &str, r: &Resources, nt: &NodeType) {
+        for (res, req) in &r.requests {
+            if let Some(offer) = nt.allocatable.get(res).filter(|o| req > *o) {
+                self.problem(
+                    format!("{path}.requests.{res}"),
+                    format!(
+                        "{} is more than node type `{}` offers ({}): every pod given it would be denied",
+                        req.human(res),
+                        nt.name,
+                        offer.human(res)
+                    ),
+                );
+            }
+        }
+    }
+
+    fn settings(&mut self, path: &str, s: SettingsSpec, node_types: &BTreeSet<String>) -> Settings {
+        let resources = match s.resources {
+            Some(r) => self.resources(&format!("{path}.resources"), r),
+            None => Resources::default(),
+        };
+        self.limits_not_below_requests(&format!("{path}.resources"), &resources);
+        if let Some(nt) = &s.node_type {
+            self.node_type_ref(&format!("{path}.nodeType"), nt, node_types);
+        }
+        let temp_storage = s
+            .temp_storage
+            .map(|t| self.temp_storage(&format!("{path}.tempStorage"), t));
+        let mut env = BTreeMap::new();
+        for (k, v) in s.env {
+            let p = format!("{path}.env.{k}");
+            if !is_env_name(&k) {
+                self.problem(&p, "environment variable names use letters, digits, `_`, `-` and `.`, and do not start with a digit");
+            }
+            if k == AIRFLOW_POD_ENV {
+                self.problem(
+                    &p,
+                    format!("{AIRFLOW_POD_ENV} is set by Airflow and must not be changed"),
+                );
+            }
+            env.insert(k, v.0);
+        }
+        let mut labels = BTreeMap::new();
+        for (k, v) in s.labels {
+            let p = format!("{path}.labels.{k}");
+            self.label_key(&p, &k);
+            self.label_value(&p, &v.0);
+            if AIRFLOW_LABELS.contains(&k.as_str()) {
+                self.problem(&p, "this label is set by Airflow's executor, which finds its pods by it: do not change it");
+            }
+            labels.insert(k, v.0);
+        }
+        let mut annotations = BTreeMap::new();
+        for (k, v) in s.annotations {
+            let p = format!("{path}.annotations.{k}");
+            self.label_key(&p, &k);
+            if AIRFLOW_ANNOTATIONS.contains(&k.as_str()) {
+                self.problem(
+                    &p,
+                    "this annotation is set by Airflow's executor: do not change it",
+                );
+            }
+            if k == PROFILE_ANNOTATION || k == APPLIED_ANNOTATION {
+                self.problem(&p, "this annotation belongs to the webhook itself");
+            }
+            annotations.insert(k, v.0);
+        }
+        if let Some(pc) = &s.priority_class_name
+            && !is_dns_subdomain(pc)
+        {
+            self.problem(
+                format!("{path}.priorityClassName"),
+                "a PriorityClass name is a DNS subdomain (lowercase letters, digits, `-`, `.`)",
+            );
+        }
+        Settings {
+            resources,
+            node_type: s.node_type,
+            temp_storage,
+            env,
+            labels,
+            annotations,
+            priority_class_name: s.priority_class_name,
+        }
+    }
+
+    fn temp_storage(&mut self, path: &str, t: TempStorageSpec) -> TempStorage {
+        if !t.path.starts_with('/') {
+            self.problem(format!("{path}.path"), "the mount path must be absolute");
+        }
+        if t.path.split('/').any(|c| c == "..") {
+            self.problem(
+                format!("{path}.path"),
+                "the mount path must not contain `..`",
+            );
+        }
+        let norm = t.path.trim_end_matches('/');
+        let workload = WORKLOAD_MOUNT_PATH;
+        if norm == workload
+            || norm.starts_with(&format!("{workload}/"))
+            || workload.starts_with(&format!("{norm}/"))
+            || norm.is_empty()
+        {
+            self.problem(
+                format!("{path}.path"),
+                format!("overlaps Airflow 3's workload mount {workload}: pick another path"),
+            );
+        }
+        let size_limit = t
+            .size_limit
+            .and_then(|q| self.quantity(&format!("{path}.sizeLimit"), &q.0));
+        let medium = t.medium.filter(|m| !m.is_empty());
+        if let Some(m) = medium.as_deref()
+            && m != "Memory"
+        {
+            self.problem(
+                format!("{path}.medium"),
+                format!("`{m}`: use `Memory` (tmpfs) or leave it out (node disk)"),
+            );
+        }
+        let volume_name = t
+            .volume_name
+            .unwrap_or_else(|| DEFAULT_TEMP_VOLUME.to_owned());
+        if !is_dns_label(&volume_name) {
+            self.problem(
+                format!("{path}.volumeName"),
+                "a volume name is a DNS label (lowercase letters, digits and `-`, at most 63)",
+            );
+        }
+        if volume_name == WORKLOAD_VOLUME {
+            self.problem(
+                format!("{path}.volumeName"),
+                format!("`{WORKLOAD_VOLUME}` is Airflow 3's workload volume"),
+            );
+        }
+        TempStorage {
+            path: t.path,
+            size_limit,
+            medium,
+            volume_name,
+        }
+    }
+
+    fn rule(
+        &mut self,
+        path: &str,
+        item: serde_yaml::Value,
+        node_types: &BTreeSet<String>,
+    ) -> Option<Rule> {
+        let serde_yaml::Value::Mapping(mut map) = item else {
+            self.problem(path, "a rule is a mapping with name, match and settings");
+            return None;
+        };
+        let name = match map.remove("name") {
+            Some(serde_yaml::Value::String(s)) if !s.trim().is_empty() => s,
+            _ => {
+                self.problem(format!("{path}.name"), "every rule needs a name");
+                format!("#{}", path.trim_start_matches("rules"))
+            }
+        };
+        let matcher = match map.remove("match").filter(|v| !v.is_null()) {
+            Some(v) => self
+                .piece::<MatchSpec>(&format!("{path}.match"), v)
+                .map(|m| self.rule_match(&format!("{path}.match"), m))
+                .unwrap_or_default(),
+            None => RuleMatch::default(),
+        };
+        let settings = self
+            .piece::<SettingsSpec>(path, serde_yaml::Value::Mapping(map))
+            .map(|s| self.settings(path, s, node_types))
+            .unwrap_or_default();
+        Some(Rule {
+            name,
+            matcher,
+            settings,
+        })
+    }
+
+    fn rule_match(&mut self, path: &str, m: MatchSpec) -> RuleMatch {
+        let mut labels = Vec::new();
+        for (k, v) in m.labels {
+            let p = format!("{path}.labels.{k}");
+            self.label_key(&p, &k);
+            if let Some(g) = self.glob(&p, &v.0) {
+                labels.push((k, g));
+            }
+        }
+        RuleMatch {
+            namespaces: self.globs(&format!("{path}.namespaces"), &m.namespaces),
+            dag_ids: self.globs(&format!("{path}.dagIds"), &m.dag_ids),
+            task_ids: self.globs(&format!("{path}.taskIds"), &m.task_ids),
+            labels,
+        }
+    }
+}
