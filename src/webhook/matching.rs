@@ -1,19 +1,23 @@
 //! Which pods the policy applies to, and which of its settings apply to one pod.
 //!
 //! Order of precedence, lowest first (each one overrides the ones before it, field by field):
-//! 1. `defaults` (only fills what is still unset at the end, see [`crate::webhook::mutate`]),
+//! 1. `defaults` (only fills what is still unset at the end, and never a resource the pod
+//!    budgets at pod level, see [`crate::webhook::mutate`]),
 //! 2. what the pod already has (template → executor → `pod_override`),
 //! 3. the profile the task asked for with the `airflow-keda-scaler/profile` annotation,
 //! 4. the matching `rules`, in file order (a later rule overrides an earlier one).
+//!
+//! Temp storages merge by volume name (a later one with the same name replaces the earlier;
+//! `validate-policy` refuses two different ones with one name).
 
 use std::{collections::BTreeMap, fmt};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{NodeSelector, Pod};
 
 use super::{
     policy::{
-        AirflowPodSelector, NodeType, PROFILE_ANNOTATION, Policy, Resources, Rule, Settings,
-        TempStorage,
+        AirflowPodSelector, BASE_CONTAINER, NodeType, PROFILE_ANNOTATION, Policy, Resources, Rule,
+        Settings, TempStorage, is_special_resource,
     },
     quantity::Quantity,
 };
@@ -31,6 +35,8 @@ pub enum Source {
     Rule(String),
     /// The pod itself (as Airflow built it).
     Pod,
+    /// The pod requests an extended resource (or hugepages) the default node type lacks.
+    Needs(String),
 }
 
 impl fmt::Display for Source {
@@ -41,6 +47,7 @@ impl fmt::Display for Source {
             Self::Profile(p) => write!(f, "profile {p}"),
             Self::Rule(r) => write!(f, "rule {r}"),
             Self::Pod => f.write_str("the pod"),
+            Self::Needs(r) => write!(f, "the pod requests {r}"),
         }
     }
 }
@@ -178,8 +185,8 @@ pub struct Effective {
     pub limits: BTreeMap<String, Sourced<Quantity>>,
     /// Node type chosen by a profile or rule.
     pub node_type: Option<Sourced<String>>,
-    /// Temp storage.
-    pub temp_storage: Option<Sourced<TempStorage>>,
+    /// Temp storages by volume name.
+    pub temp_storage: BTreeMap<String, Sourced<TempStorage>>,
     /// `base` env.
     pub env: BTreeMap<String, Sourced<String>>,
     /// Pod labels.
@@ -211,10 +218,13 @@ impl Effective {
             self.node_type = Some(str_sourced(nt));
         }
         if let Some(t) = &s.temp_storage {
-            self.temp_storage = Some(Sourced {
-                value: t.clone(),
-                source: source.clone(),
-            });
+            self.temp_storage.insert(
+                t.volume_name.clone(),
+                Sourced {
+                    value: t.clone(),
+                    source: source.clone(),
+                },
+            );
         }
         for (dst, src) in [
             (&mut self.env, &s.env),
@@ -288,7 +298,10 @@ impl<'p> NodeTypeChoice<'p> {
     }
 }
 
-/// Decides the node type: profile / rule > the pod's own choice > `defaultNodeType`.
+/// Decides the node type: profile / rule > the pod's own choice (its `nodeSelector`, else its
+/// required node affinity, naming a node type in whole or in part) > `defaultNodeType`. A pod
+/// left to the default node type that requests an extended resource (or hugepages) the default
+/// lacks goes to the first node type (by name) that offers enough of it, if any.
 pub fn choose_node_type<'p>(
     policy: &'p Policy,
     effective: &Effective,
@@ -304,30 +317,154 @@ pub fn choose_node_type<'p>(
         .and_then(|s| s.node_selector.as_ref())
         .filter(|s| !s.is_empty());
     if let Some(sel) = selector {
-        let own = policy.node_types.values().find(|nt| {
-            !nt.node_selector.is_empty()
-                && nt.node_selector.iter().all(|(k, v)| sel.get(k) == Some(v))
-        });
-        return own.map_or(NodeTypeChoice::Foreign, NodeTypeChoice::Own);
+        return named_by_selector(policy, sel).map_or(NodeTypeChoice::Foreign, NodeTypeChoice::Own);
     }
-    let required_affinity = spec
+    let required = spec
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .is_some_and(|na| {
+        .and_then(|na| {
             na.required_during_scheduling_ignored_during_execution
-                .is_some()
+                .as_ref()
         });
-    if required_affinity {
-        return NodeTypeChoice::Foreign;
+    if let Some(required) = required {
+        return named_by_affinity(policy, required)
+            .map_or(NodeTypeChoice::Foreign, NodeTypeChoice::Own);
     }
-    match policy
+    let Some(default) = policy
         .default_node_type
         .as_deref()
         .and_then(|d| policy.node_type(d))
-    {
-        Some(nt) => NodeTypeChoice::Place(nt, Source::DefaultNodeType),
-        None => NodeTypeChoice::None,
+    else {
+        return NodeTypeChoice::None;
+    };
+    let special = special_requests(pod, effective);
+    let lacking = special
+        .iter()
+        .find(|(res, q)| default.offers(res).is_some_and(|o| o < **q));
+    if let Some((res, _)) = lacking {
+        let fits = |nt: &&NodeType| {
+            special
+                .iter()
+                .all(|(r, q)| nt.offers(r).is_some_and(|o| o >= *q))
+        };
+        if let Some(nt) = policy.node_types.values().find(fits) {
+            return NodeTypeChoice::Place(nt, Source::Needs(res.clone()));
+        }
     }
+    NodeTypeChoice::Place(default, Source::DefaultNodeType)
+}
+
+/// Extended resources and hugepages the pod will request (all containers, with the profile's
+/// and rules' values for `base`), positive amounts only.
+fn special_requests(pod: &Pod, effective: &Effective) -> BTreeMap<String, Quantity> {
+    let mut out = BTreeMap::new();
+    let Some(spec) = &pod.spec else {
+        return out;
+    };
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        let Some(r) = &c.resources else { continue };
+        let is_base = c.name == BASE_CONTAINER;
+        // A limit without a request means request = limit.
+        let mut asked = BTreeMap::new();
+        for map in [r.limits.as_ref(), r.requests.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            for (k, v) in map {
+                if is_special_resource(k)
+                    && !(is_base && effective.requests.contains_key(k))
+                    && let Ok(q) = Quantity::parse(&v.0)
+                {
+                    asked.insert(k.clone(), q);
+                }
+            }
+        }
+        for (k, q) in asked {
+            let sum = out
+                .get(&k)
+                .map_or_else(|| q.clone(), |t: &Quantity| t.saturating_add(&q));
+            out.insert(k, sum);
+        }
+    }
+    for (k, v) in &effective.requests {
+        if is_special_resource(k) {
+            let sum = out
+                .get(k)
+                .map_or_else(|| v.value.clone(), |t| t.saturating_add(&v.value));
+            out.insert(k.clone(), sum);
+        }
+    }
+    out.retain(|_, q| q.nanos() > 0);
+    out
+}
+
+/// The node type a (possibly partial) `nodeSelector` names: the node types whose selector
+/// agrees with every label the pod and the type both set, and shares at least one; one whose
+/// whole selector the pod sets wins; otherwise it must be the only one.
+fn named_by_selector<'p>(
+    policy: &'p Policy,
+    selector: &BTreeMap<String, String>,
+) -> Option<&'p NodeType> {
+    let agrees = |nt: &NodeType| {
+        !nt.node_selector.is_empty()
+            && selector
+                .iter()
+                .all(|(k, v)| nt.node_selector.get(k).is_none_or(|w| w == v))
+            && selector.keys().any(|k| nt.node_selector.contains_key(k))
+    };
+    let candidates: Vec<&NodeType> = policy.node_types.values().filter(|nt| agrees(nt)).collect();
+    let whole: Vec<&NodeType> = candidates
+        .iter()
+        .copied()
+        .filter(|nt| nt.node_selector.keys().all(|k| selector.contains_key(k)))
+        .collect();
+    match (whole.as_slice(), candidates.as_slice()) {
+        ([one], _) | ([], [one]) => Some(one),
+        _ => None,
+    }
+}
+
+/// The node type a required node affinity names: every term (they are ORed) must name the same
+/// single node type, by `In` expressions on its nodeSelector labels; `NotIn`, `Exists` and
+/// `DoesNotExist` on those labels must agree with it.
+fn named_by_affinity<'p>(policy: &'p Policy, required: &NodeSelector) -> Option<&'p NodeType> {
+    let mut named: Option<&NodeType> = None;
+    for term in &required.node_selector_terms {
+        let exprs = term.match_expressions.as_deref().unwrap_or_default();
+        let agrees = |nt: &NodeType| {
+            let mut positive = false;
+            for e in exprs {
+                let have = nt.node_selector.get(&e.key);
+                let values = e.values.as_deref().unwrap_or_default();
+                let ok = match (e.operator.as_str(), have) {
+                    ("In", Some(v)) => {
+                        positive = true;
+                        values.contains(v)
+                    }
+                    ("NotIn", Some(v)) => !values.contains(v),
+                    ("DoesNotExist", Some(_)) => false,
+                    _ => true,
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            positive
+        };
+        let mut candidates = policy.node_types.values().filter(|nt| agrees(nt));
+        let (Some(one), None) = (candidates.next(), candidates.next()) else {
+            return None;
+        };
+        if named.is_some_and(|n| n.name != one.name) {
+            return None;
+        }
+        named = Some(one);
+    }
+    named
 }
 
 #[cfg(test)]
@@ -387,7 +524,7 @@ spec:
     fn precedence_rules_over_profiles() {
         let policy = Policy::parse(
             r#"
-nodeTypes: {small: {nodeSelector: {pool: small}}, big: {nodeSelector: {pool: big}}}
+nodeTypes: {small: {allocatable: {cpu: "4", memory: 16Gi}, nodeSelector: {pool: small}}, big: {allocatable: {cpu: "16", memory: 64Gi}, nodeSelector: {pool: big}}}
 defaultNodeType: small
 profiles:
   large: {nodeType: big, resources: {requests: {cpu: "2", memory: 4Gi}}, env: {A: profile}}
@@ -428,7 +565,7 @@ rules:
     #[test]
     fn node_type_from_pod_or_default() {
         let policy = Policy::parse(
-            "nodeTypes: {small: {nodeSelector: {pool: small}}, big: {nodeSelector: {pool: big}}}\ndefaultNodeType: small",
+            "nodeTypes: {small: {allocatable: {cpu: 4, memory: 16Gi}, nodeSelector: {pool: small}}, big: {allocatable: {cpu: 16, memory: 64Gi}, nodeSelector: {pool: big}}}\ndefaultNodeType: small",
         )
         .unwrap();
         let e = Effective::default();

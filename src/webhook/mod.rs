@@ -12,6 +12,7 @@
 //! - [`matching`]: which pods are Airflow task pods, which profile and rules apply.
 //! - [`mutate`]: applying settings to a pod (pure).
 //! - [`guard`]: guard rails on the mutated pod.
+//! - [`warning`]: what is warned about, by kind, and where warnings go.
 //! - [`review`]: one AdmissionReview in, one response out (pure), with the JSONPatch.
 //! - [`tls`], [`reload`]: certificates and files re-read when they change.
 //! - [`metrics`], [`server`]: Prometheus metrics, the HTTPS and admin servers.
@@ -27,6 +28,7 @@ pub mod policy;
 pub mod quantity;
 pub mod review;
 pub mod server;
+pub mod warning;
 
 pub use args::{MutateArgs, ValidatePolicyArgs, WebhookArgs};
 pub use server::run;

@@ -13,6 +13,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+mod consistency;
 mod model;
 mod names;
 mod raw;
@@ -24,11 +25,17 @@ pub use model::*;
 pub const PROFILE_ANNOTATION: &str = "airflow-keda-scaler/profile";
 /// Annotation the webhook writes on the pods it changed, describing what it applied.
 pub const APPLIED_ANNOTATION: &str = "airflow-keda-scaler/applied";
+/// Annotation the webhook writes on the pods it admits with warnings (one a line): Airflow's
+/// scheduler discards admission warnings, so they are kept where an admin looks.
+pub const WARNINGS_ANNOTATION: &str = "airflow-keda-scaler/warnings";
 /// Name of the container Airflow runs the task in.
 pub const BASE_CONTAINER: &str = "base";
-/// Airflow 3's workload Secret volume: never touched.
+/// The workload Secret volume of unreleased cncf-kubernetes provider code (`--json-path`):
+/// never touched. Released providers (10.25.0 with Airflow 3.3.2) have no such volume: the
+/// workload and its task token are inline in `--json-string`, in the args the webhook never
+/// touches either.
 pub const WORKLOAD_VOLUME: &str = "airflow-workload";
-/// Where Airflow 3 mounts its workload Secret: never touched.
+/// Where that unreleased provider code mounts its workload Secret: never touched.
 pub const WORKLOAD_MOUNT_PATH: &str = "/run/secrets/airflow-workload";
 /// Volume name used for temp storage unless the policy names one.
 pub const DEFAULT_TEMP_VOLUME: &str = "airflow-keda-scaler-tmp";
@@ -287,7 +294,9 @@ surprise: 1
 
     #[test]
     fn lint_flags_empty_rules() {
-        let p = Policy::parse("rules: [{name: nothing}]\nnodeTypes: {bare: {}}").unwrap();
+        let p =
+            Policy::parse("rules: [{name: nothing}]\nnodeTypes: {bare: {allocatable: {cpu: 1}}}")
+                .unwrap();
         assert_eq!(p.lint().len(), 2);
     }
 }

@@ -99,6 +99,25 @@ pub struct NodeType {
     pub tolerations: Vec<Toleration>,
 }
 
+impl NodeType {
+    /// What one node of this type offers of `resource`: its allocatable when listed; none
+    /// for an extended resource or hugepages it does not list (a node without GPUs offers
+    /// zero GPUs); unknown (not checked) for a standard resource it does not list.
+    pub fn offers(&self, resource: &str) -> Option<Quantity> {
+        match self.allocatable.get(resource) {
+            Some(q) => Some(q.clone()),
+            None if is_special_resource(resource) => Some(Quantity::from_nanos(0)),
+            None => None,
+        }
+    }
+}
+
+/// Extended resources (`nvidia.com/gpu`) and hugepages: never overcommitted, and a node type
+/// that does not list them offers none.
+pub fn is_special_resource(resource: &str) -> bool {
+    resource.contains('/') || resource.starts_with("hugepages-")
+}
+
 /// An `emptyDir` scratch volume mounted into `base`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TempStorage {
@@ -189,7 +208,8 @@ pub struct GuardRails {
     pub sidecars: Action,
     /// Sidecar names (globs) never reported.
     pub allowed_sidecars: Vec<GlobMatcher>,
-    /// A profile annotation naming no profile of the policy (`allow` is treated as `warn`).
+    /// A profile annotation naming no profile of the policy (`allow`: admitted without a
+    /// profile, silently).
     pub unknown_profile: Action,
 }
 

@@ -8,8 +8,9 @@ use serde::de::DeserializeOwned;
 use super::{
     AIRFLOW_ANNOTATIONS, AIRFLOW_LABELS, AIRFLOW_POD_ENV, APPLIED_ANNOTATION, Action,
     AirflowPodSelector, DEFAULT_TEMP_VOLUME, GuardRails, NodeType, PROFILE_ANNOTATION, Policy,
-    Problem, Resources, Rule, RuleMatch, Settings, TempStorage, WORKLOAD_MOUNT_PATH,
-    WORKLOAD_VOLUME,
+    Problem, Resources, Rule, RuleMatch, Settings, TempStorage, WARNINGS_ANNOTATION,
+    WORKLOAD_MOUNT_PATH, WORKLOAD_VOLUME,
+    consistency::placement_for,
     names::{is_dns_label, is_dns_subdomain, is_env_name, is_profile_name},
     raw::*,
 };
@@ -130,15 +131,24 @@ impl Cx {
                 );
             }
             let s = self.settings(&path, spec, &names);
-            // A profile placed on no node type of its own runs on the default node type.
-            let nt = s.node_type.as_deref().or(default_node_type.as_deref());
-            if let Some(nt) = nt.and_then(|n| node_types.get(n)) {
+            // A profile placed on no node type of its own runs on the default node type (or,
+            // when it asks for an extended resource the default lacks, where the webhook would
+            // place it).
+            let nt = match &s.node_type {
+                Some(n) => node_types.get(n),
+                None => default_node_type
+                    .as_deref()
+                    .and_then(|d| node_types.get(d))
+                    .map(|d| placement_for(&s.resources, d, &node_types)),
+            };
+            if let Some(nt) = nt {
                 self.fits(&format!("{path}.resources"), &s.resources, nt);
             }
             profiles.insert(name, s);
         }
 
         let mut rules = Vec::new();
+        let mut rule_paths = Vec::new();
         if let Some(v) = rules_value {
             match v {
                 serde_yaml::Value::Sequence(items) => {
@@ -164,6 +174,7 @@ impl Cx {
                                 );
                             }
                             rules.push(r);
+                            rule_paths.push(format!("rules[{i}]"));
                         }
                     }
                 }
@@ -179,21 +190,28 @@ impl Cx {
                 GuardRails {
                     sidecars: g.sidecars.unwrap_or(Action::Warn),
                     allowed_sidecars,
-                    unknown_profile: match g.unknown_profile {
-                        Some(Action::Allow) => {
-                            self.problem(
-                                "guardRails.unknownProfile",
-                                "use `warn` or `deny` (an unknown profile is never silent)",
-                            );
-                            Action::Warn
-                        }
-                        Some(a) => a,
-                        None => Action::Deny,
-                    },
+                    unknown_profile: g.unknown_profile.unwrap_or(Action::Deny),
                 }
             }
             None => GuardRails::default(),
         };
+
+        self.node_types_distinct(&node_types);
+        self.rules_against_profiles(&rules, &rule_paths, &profiles, &node_types);
+        self.temp_storages_consistent(&rules, &rule_paths, &profiles);
+        let mut blocks: Vec<(String, &Settings)> = profiles
+            .iter()
+            .map(|(n, p)| (format!("profiles.{n}"), p))
+            .collect();
+        blocks.extend(
+            rule_paths
+                .iter()
+                .cloned()
+                .zip(rules.iter().map(|r| &r.settings)),
+        );
+        for (path, settings) in blocks {
+            self.memory_temp_storage(&path, settings, &defaults);
+        }
 
         Some(Policy {
             airflow_pods,
@@ -286,6 +304,12 @@ impl Cx {
         }
         for (i, t) in spec.tolerations.iter().enumerate() {
             self.toleration(&format!("{path}.tolerations[{i}]"), t);
+        }
+        if allocatable.is_empty() {
+            self.problem(
+                format!("{path}.allocatable"),
+                "missing: without allocatable (at least cpu and memory, from `kubectl describe node`) no request can be checked against this node type",
+            );
         }
         NodeType {
             name: name.to_owned(),
@@ -382,19 +406,29 @@ impl Cx {
         }
     }
 
-    fn fits(&mut self, path: &str, r: &Resources, nt: &NodeType) {
+    pub(super) fn fits(&mut self, path: &str, r: &Resources, nt: &NodeType) {
         for (res, req) in &r.requests {
-            if let Some(offer) = nt.allocatable.get(res).filter(|o| req > *o) {
-                self.problem(
-                    format!("{path}.requests.{res}"),
-                    format!(
-                        "{} is more than node type `{}` offers ({}): every pod given it would be denied",
-                        req.human(res),
-                        nt.name,
-                        offer.human(res)
-                    ),
-                );
-            }
+            let Some(offer) = nt.offers(res).filter(|o| req > o) else {
+                continue;
+            };
+            let what = if offer.nanos() == 0 {
+                format!(
+                    "{} of {res}, but node type `{}` offers none",
+                    req.human(res),
+                    nt.name
+                )
+            } else {
+                format!(
+                    "{} is more than node type `{}` offers ({})",
+                    req.human(res),
+                    nt.name,
+                    offer.human(res)
+                )
+            };
+            self.problem(
+                format!("{path}.requests.{res}"),
+                format!("{what}: every pod given it would be denied"),
+            );
         }
     }
 
@@ -444,7 +478,7 @@ impl Cx {
                     "this annotation is set by Airflow's executor: do not change it",
                 );
             }
-            if k == PROFILE_ANNOTATION || k == APPLIED_ANNOTATION {
+            if [PROFILE_ANNOTATION, APPLIED_ANNOTATION, WARNINGS_ANNOTATION].contains(&k.as_str()) {
                 self.problem(&p, "this annotation belongs to the webhook itself");
             }
             annotations.insert(k, v.0);

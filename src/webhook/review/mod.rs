@@ -1,23 +1,28 @@
 //! One admission review, from request bytes to response, without a socket.
 //!
 //! [`review_pod`] decides for one pod (skip, admit with a patch, or deny); [`handle`] wraps it
-//! in the `admission.k8s.io/v1` protocol. The patch is the RFC 6902 difference between the
-//! typed pod and its mutated copy; both sides go through the same typed model, so fields this
-//! build does not know are never mentioned. A safety check refuses (as an internal error) any
-//! patch that would touch what the webhook must never touch.
+//! in the `admission.k8s.io/v1` protocol. The request is read once: the envelope with the
+//! object left as raw JSON, then the object straight into a typed `Pod` (only for pod
+//! creations). The patch is the RFC 6902 difference between the typed pod and its mutated
+//! copy; both sides go through the same typed model, so fields this build does not know are
+//! never mentioned. A safety check refuses (as an internal error) any patch that would touch
+//! what the webhook must never touch.
+//!
+//! Nothing from the pod's body reaches an error, a log line or a metric: decoder messages are
+//! reduced to the path and what was expected, never the value found (the args carry the task's
+//! token).
 //!
 //! - [`verdict`]: the decision for one typed pod.
 //! - [`patch`]: the JSONPatch and its safety check.
 
 use base64::Engine as _;
+use json_patch::Patch;
 use k8s_openapi::api::core::v1::Pod;
-use kube::core::{
-    DynamicObject,
-    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
-};
-use serde_json::Value;
+use kube::core::admission::Operation;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, value::RawValue};
 
-use super::policy::Policy;
+use super::{metrics, policy::Policy, warning::Warning};
 
 mod patch;
 mod verdict;
@@ -50,7 +55,7 @@ pub enum ReviewError {
 /// Result of handling one AdmissionReview body.
 #[derive(Debug, Clone)]
 pub struct Handled {
-    /// The response to send (HTTP 200), as JSON (see [`encode_response`]).
+    /// The response to send (HTTP 200), as JSON.
     pub response: Value,
     /// For metrics.
     pub outcome: Outcome,
@@ -73,37 +78,114 @@ pub struct ReviewSummary {
     pub detail: String,
     /// Number of patch operations.
     pub patch_ops: usize,
-    /// Warnings sent.
+    /// Warnings sent (as the client sees them).
     pub warnings: Vec<String>,
+}
+
+/// The envelope of a request: everything but the object, which stays raw JSON.
+#[derive(Deserialize)]
+struct ReviewIn<'a> {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(borrow)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    uid: String,
+    kind: KindIn,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    operation: Operation,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default, borrow)]
+    object: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct KindIn {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+/// A decoder message without the value it found: `invalid type: string "<args>", expected a
+/// sequence` becomes `invalid value, expected a sequence`.
+fn scrub(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let at = format!("line {} column {}", e.line(), e.column());
+    match e.classify() {
+        Category::Data => {
+            let text = e.to_string();
+            let what = if text.starts_with("missing field") {
+                text.split(" at line ").next().unwrap_or("").to_owned()
+            } else {
+                match text.split_once(", expected ") {
+                    Some((_, expected)) => format!(
+                        "invalid value, expected {}",
+                        expected.split(" at line ").next().unwrap_or("")
+                    ),
+                    None => "invalid value".to_owned(),
+                }
+            };
+            format!("{what} at {at}")
+        }
+        Category::Syntax => format!("malformed JSON at {at}"),
+        Category::Eof => "truncated JSON".to_owned(),
+        Category::Io => "unreadable body".to_owned(),
+    }
+}
+
+/// Decodes the pod, typed; on failure, says where (`spec.containers[0].args`) and what was
+/// expected, never what was found.
+fn decode_pod(raw: &RawValue) -> Result<Pod, String> {
+    serde_json::from_str::<Pod>(raw.get()).map_err(|_| {
+        // Cold path: decode again, tracking the path.
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        match serde_path_to_error::deserialize::<_, Pod>(&mut de) {
+            Ok(_) => "cannot be decoded".to_owned(),
+            Err(e) => {
+                let path = e.path().to_string();
+                format!("at {path}: {}", scrub(e.inner()))
+            }
+        }
+    })
 }
 
 /// Handles one AdmissionReview body: parse, decide, answer with the same `uid`.
 pub fn handle(policy: &Policy, body: &[u8]) -> Result<Handled, ReviewError> {
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(body).map_err(|e| ReviewError::BadReview(e.to_string()))?;
-    if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
+    let review: ReviewIn<'_> =
+        serde_json::from_slice(body).map_err(|e| ReviewError::BadReview(scrub(&e)))?;
+    if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
         return Err(ReviewError::BadReview(format!(
             "apiVersion `{}` kind `{}` (expected admission.k8s.io/v1 AdmissionReview)",
-            review.types.api_version, review.types.kind
+            review.api_version, review.kind
         )));
     }
-    let request: AdmissionRequest<DynamicObject> = review
-        .try_into()
-        .map_err(|_| ReviewError::BadReview("no request".to_owned()))?;
+    let request = review
+        .request
+        .ok_or_else(|| ReviewError::BadReview("no request".to_owned()))?;
     let mut summary = ReviewSummary {
         uid: request.uid.clone(),
         namespace: request.namespace.clone().unwrap_or_default(),
         ..Default::default()
     };
-    let base = AdmissionResponse::from(&request);
     let is_pod = request.kind.group.is_empty()
         && request.kind.version == "v1"
         && request.kind.kind == "Pod"
         && request.sub_resource.as_deref().unwrap_or("").is_empty();
     let skip = |why: &str, mut summary: ReviewSummary| {
         summary.detail = why.to_owned();
-        encode_response(base.clone().into_review()).map(|response| Handled {
-            response,
+        Ok(Handled {
+            response: response(&request.uid, Answer::Allow(None), &[])?,
             outcome: Outcome::Skipped,
             summary,
         })
@@ -125,15 +207,13 @@ pub fn handle(policy: &Policy, body: &[u8]) -> Result<Handled, ReviewError> {
     if request.operation != Operation::Create {
         return skip("not a CREATE", summary);
     }
-    let Some(object) = request.object.as_ref() else {
+    let Some(object) = request.object else {
         return skip("no object", summary);
     };
-    let bad_pod = |reason: String| ReviewError::BadPod {
+    let pod = decode_pod(object).map_err(|reason| ReviewError::BadPod {
         uid: request.uid.clone(),
         reason,
-    };
-    let value = serde_json::to_value(object).map_err(|e| bad_pod(e.to_string()))?;
-    let pod: Pod = serde_json::from_value(value).map_err(|e| bad_pod(e.to_string()))?;
+    })?;
     summary.pod = pod
         .metadata
         .name
@@ -163,15 +243,8 @@ pub fn handle(policy: &Policy, body: &[u8]) -> Result<Handled, ReviewError> {
             } else {
                 applied.join("; ")
             };
-            summary.warnings.clone_from(&warnings);
-            let mut resp = if patch.0.is_empty() {
-                base
-            } else {
-                base.with_patch(patch)
-                    .map_err(|e| ReviewError::UnsafePatch(e.to_string()))?
-            };
-            resp.warnings = (!warnings.is_empty()).then_some(warnings);
-            resp
+            report_warnings(&mut summary, &warnings);
+            response(&request.uid, Answer::Allow(Some(&patch)), &warnings)?
         }
         Verdict::Deny {
             task,
@@ -179,34 +252,97 @@ pub fn handle(policy: &Policy, body: &[u8]) -> Result<Handled, ReviewError> {
             warnings,
         } => {
             summary.task = Some(task.to_string());
-            summary.detail.clone_from(&message);
-            summary.warnings.clone_from(&warnings);
-            let mut resp = base.deny(message);
-            resp.result.code = 403;
-            resp.result.reason = "Forbidden".to_owned();
-            resp.warnings = (!warnings.is_empty()).then_some(warnings);
-            resp
+            report_warnings(&mut summary, &warnings);
+            let r = response(&request.uid, Answer::Deny(&message), &warnings)?;
+            summary.detail = message;
+            r
         }
     };
     Ok(Handled {
-        response: encode_response(response.into_review())?,
+        response,
         outcome,
         summary,
     })
 }
 
-/// Serializes a response review the way the API server reads it: `patch` is a base64 string
-/// (Go `[]byte`), not the JSON array of numbers serde makes of kube's `Vec<u8>`
-/// (kube-rs/kube#1781).
-pub fn encode_response(review: AdmissionReview<DynamicObject>) -> Result<Value, ReviewError> {
-    let mut value = serde_json::to_value(&review)?;
-    if let Some(resp) = value.get_mut("response").and_then(Value::as_object_mut)
-        && let Some(bytes) = review.response.as_ref().and_then(|r| r.patch.as_ref())
-    {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
-        resp.insert("patch".to_owned(), Value::String(encoded));
+/// Where warnings go besides the client and the pod: the counter by kind and one info line
+/// each (names and paths only, see [`crate::webhook::warning`]).
+fn report_warnings(summary: &mut ReviewSummary, warnings: &[Warning]) {
+    for w in warnings {
+        metrics::count_warning(w.kind);
+        tracing::info!(
+            uid = %summary.uid,
+            namespace = %summary.namespace,
+            pod = %summary.pod,
+            task = summary.task.as_deref().unwrap_or("-"),
+            kind = %w.kind,
+            "admission warning: {}",
+            w.message
+        );
     }
-    Ok(value)
+    summary.warnings = warnings.iter().map(ToString::to_string).collect();
+}
+
+enum Answer<'a> {
+    Allow(Option<&'a Patch>),
+    Deny(&'a str),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    /// Base64, as the API server reads Go's `[]byte`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    warnings: &'a [Warning],
+}
+
+#[derive(Serialize)]
+struct StatusOut<'a> {
+    status: &'static str,
+    message: &'a str,
+    reason: &'static str,
+    code: u16,
+}
+
+/// The `admission.k8s.io/v1` response review.
+fn response(uid: &str, answer: Answer<'_>, warnings: &[Warning]) -> Result<Value, ReviewError> {
+    let (allowed, status, patch) = match answer {
+        Answer::Allow(patch) => (true, None, patch.filter(|p| !p.0.is_empty())),
+        Answer::Deny(message) => (
+            false,
+            Some(StatusOut {
+                status: "Failure",
+                message,
+                reason: "Forbidden",
+                code: 403,
+            }),
+            None,
+        ),
+    };
+    let patch = patch
+        .map(|p| serde_json::to_vec(p).map(|b| base64::engine::general_purpose::STANDARD.encode(b)))
+        .transpose()?;
+    let out = ResponseOut {
+        uid,
+        allowed,
+        status,
+        patch_type: patch.as_ref().map(|_| "JSONPatch"),
+        patch,
+        warnings,
+    };
+    Ok(serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": serde_json::to_value(&out)?,
+    }))
 }
 
 #[cfg(test)]

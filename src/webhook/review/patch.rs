@@ -1,18 +1,148 @@
 //! The RFC 6902 patch from the pod to its mutated copy, and the check that refuses any patch
 //! touching what the webhook must never touch.
 
-use json_patch::{Patch, PatchOperation};
+use json_patch::{
+    AddOperation, Patch, PatchOperation, RemoveOperation,
+    jsonptr::{Pointer, PointerBuf},
+};
 use k8s_openapi::api::core::v1::Pod;
+use serde::Serialize;
 
 use super::{super::policy::WORKLOAD_VOLUME, ReviewError};
 
 /// The RFC 6902 patch from `before` to `after`, checked against the invariants.
+///
+/// Only the fields the mutation may change are compared (typed, which is cheap) and only those
+/// that differ are turned into JSON and diffed: the same operations as a diff of the whole pods,
+/// without serializing pods of several KB twice per review. Debug builds check that equality.
 pub fn pod_patch(before: &Pod, after: &Pod) -> Result<Patch, ReviewError> {
-    let b = serde_json::to_value(before)?;
-    let a = serde_json::to_value(after)?;
-    let patch = json_patch::diff(&b, &a);
+    let mut ops = Vec::new();
+    let (mb, ma) = (&before.metadata, &after.metadata);
+    diff_field(&mut ops, &["metadata", "labels"], &mb.labels, &ma.labels)?;
+    diff_field(
+        &mut ops,
+        &["metadata", "annotations"],
+        &mb.annotations,
+        &ma.annotations,
+    )?;
+    if let (Some(sb), Some(sa)) = (&before.spec, &after.spec) {
+        for (i, (cb, ca)) in sb.containers.iter().zip(&sa.containers).enumerate() {
+            if cb == ca {
+                continue;
+            }
+            let i = i.to_string();
+            let at = |field| ["spec", "containers", i.as_str(), field];
+            diff_field(&mut ops, &at("resources"), &cb.resources, &ca.resources)?;
+            diff_field(&mut ops, &at("env"), &cb.env, &ca.env)?;
+            diff_field(
+                &mut ops,
+                &at("volumeMounts"),
+                &cb.volume_mounts,
+                &ca.volume_mounts,
+            )?;
+        }
+        diff_field(&mut ops, &["spec", "volumes"], &sb.volumes, &sa.volumes)?;
+        diff_field(
+            &mut ops,
+            &["spec", "nodeSelector"],
+            &sb.node_selector,
+            &sa.node_selector,
+        )?;
+        diff_field(
+            &mut ops,
+            &["spec", "tolerations"],
+            &sb.tolerations,
+            &sa.tolerations,
+        )?;
+        diff_field(
+            &mut ops,
+            &["spec", "priorityClassName"],
+            &sb.priority_class_name,
+            &sa.priority_class_name,
+        )?;
+        diff_field(&mut ops, &["spec", "priority"], &sb.priority, &sa.priority)?;
+        diff_field(
+            &mut ops,
+            &["spec", "preemptionPolicy"],
+            &sb.preemption_policy,
+            &sa.preemption_policy,
+        )?;
+    }
+    let patch = Patch(ops);
+    #[cfg(debug_assertions)]
+    {
+        let mut patched = serde_json::to_value(before)?;
+        let applied = json_patch::patch(&mut patched, &patch.0);
+        debug_assert!(
+            applied.is_ok() && patched == serde_json::to_value(after)?,
+            "pod_patch misses a change the mutation made"
+        );
+    }
     check_patch(before, &patch)?;
     Ok(patch)
+}
+
+/// Appends the operations turning `before` into `after` at `path` (what a diff of the whole
+/// documents gives for that field).
+fn diff_field<T: Serialize + PartialEq>(
+    ops: &mut Vec<PatchOperation>,
+    path: &[&str],
+    before: &Option<T>,
+    after: &Option<T>,
+) -> Result<(), ReviewError> {
+    if before == after {
+        return Ok(());
+    }
+    let at = PointerBuf::from_tokens(path.iter().copied());
+    match (before, after) {
+        (_, None) => ops.push(PatchOperation::Remove(RemoveOperation { path: at })),
+        (None, Some(a)) => ops.push(PatchOperation::Add(AddOperation {
+            path: at,
+            value: serde_json::to_value(a)?,
+        })),
+        (Some(b), Some(a)) => {
+            let (b, a) = (serde_json::to_value(b)?, serde_json::to_value(a)?);
+            ops.extend(
+                json_patch::diff(&b, &a)
+                    .0
+                    .into_iter()
+                    .map(|op| prefixed(&at, op)),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn prefixed(prefix: &Pointer, op: PatchOperation) -> PatchOperation {
+    let join = |p: &Pointer| prefix.concat(p);
+    match op {
+        PatchOperation::Add(mut o) => {
+            o.path = join(&o.path);
+            PatchOperation::Add(o)
+        }
+        PatchOperation::Remove(mut o) => {
+            o.path = join(&o.path);
+            PatchOperation::Remove(o)
+        }
+        PatchOperation::Replace(mut o) => {
+            o.path = join(&o.path);
+            PatchOperation::Replace(o)
+        }
+        PatchOperation::Move(mut o) => {
+            o.path = join(&o.path);
+            o.from = join(&o.from);
+            PatchOperation::Move(o)
+        }
+        PatchOperation::Copy(mut o) => {
+            o.path = join(&o.path);
+            o.from = join(&o.from);
+            PatchOperation::Copy(o)
+        }
+        PatchOperation::Test(mut o) => {
+            o.path = join(&o.path);
+            PatchOperation::Test(o)
+        }
+    }
 }
 
 fn op_path(op: &PatchOperation) -> Vec<String> {

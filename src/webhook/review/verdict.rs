@@ -10,7 +10,8 @@ use super::{
         guard,
         matching::{self, TaskIdentity},
         mutate,
-        policy::{Action, PROFILE_ANNOTATION, Policy},
+        policy::{Action, PROFILE_ANNOTATION, Policy, WARNINGS_ANNOTATION},
+        warning::{self, Warning, WarningKind},
     },
     ReviewError, pod_patch,
 };
@@ -28,8 +29,8 @@ pub enum Verdict {
         patch: Patch,
         /// What was applied, one item per change.
         applied: Vec<String>,
-        /// Warnings for the client.
-        warnings: Vec<String>,
+        /// Warnings (see [`crate::webhook::warning`]).
+        warnings: Vec<Warning>,
     },
     /// Refused.
     Deny {
@@ -37,8 +38,8 @@ pub enum Verdict {
         task: TaskIdentity,
         /// Why, and what to change.
         message: String,
-        /// Warnings for the client.
-        warnings: Vec<String>,
+        /// Warnings (see [`crate::webhook::warning`]).
+        warnings: Vec<Warning>,
     },
 }
 
@@ -112,25 +113,32 @@ pub fn review_pod(policy: &Policy, namespace: &str, pod: &Pod) -> Result<Verdict
         let msg = format!(
             "task {task} asks for profile `{name}` ({PROFILE_ANNOTATION}) but there is no such profile; {known}"
         );
-        if policy.guard_rails.unknown_profile == Action::Deny {
-            return Ok(Verdict::Deny {
-                task,
-                message: msg,
-                warnings,
-            });
+        match policy.guard_rails.unknown_profile {
+            Action::Deny => {
+                return Ok(Verdict::Deny {
+                    task,
+                    message: msg,
+                    warnings,
+                });
+            }
+            Action::Warn => warnings.push(Warning::new(
+                WarningKind::UnknownProfile,
+                format!(
+                    "task {} asks for unknown profile `{name}`: profile not applied",
+                    task.short()
+                ),
+            )),
+            Action::Allow => {}
         }
-        warnings.push(format!(
-            "airflow-keda-scaler: task {} asks for unknown profile `{name}`: profile not applied",
-            task.short()
-        ));
     }
     let choice = matching::choose_node_type(policy, &resolution.effective, pod);
-    let mutation = mutate::mutate(policy, pod, &resolution.effective, &choice);
-    warnings.extend(mutation.warnings.iter().cloned());
+    let mut mutation = mutate::mutate(policy, pod, &resolution.effective, &choice);
+    warnings.append(&mut mutation.warnings);
     let report = guard::check(
         policy,
         &mutation.pod,
         &task,
+        resolution.effective.profile.as_deref(),
         &choice,
         &mutation.base_sources,
     );
@@ -141,6 +149,18 @@ pub fn review_pod(policy: &Policy, namespace: &str, pod: &Pod) -> Result<Verdict
             message: report.violations.join("; "),
             warnings,
         });
+    }
+    // Airflow's scheduler discards admission warnings: they go on the pod as well.
+    if !warnings.is_empty() {
+        mutation
+            .pod
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                WARNINGS_ANNOTATION.to_owned(),
+                warning::annotation(&warnings),
+            );
     }
     let patch = pod_patch(pod, &mutation.pod)?;
     Ok(Verdict::Allow {
