@@ -113,7 +113,11 @@ async fn neither_args_nor_pod_bodies_are_logged_at_any_level() {
         "native_sidecar_init",
     ] {
         let pod = airflow_pod(name);
-        bodies.push((format!("uid-{name}"), review(&format!("uid-{name}"), &pod), 200));
+        bodies.push((
+            format!("uid-{name}"),
+            review(&format!("uid-{name}"), &pod),
+            200,
+        ));
         for profile in ["large", "gpu", "no-such-profile"] {
             let mut p = pod.clone();
             p["metadata"]["annotations"]["airflow-keda-scaler/profile"] = json!(profile);
@@ -143,10 +147,16 @@ async fn neither_args_nor_pod_bodies_are_logged_at_any_level() {
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     // The capture works: every review has its line, the denial and the rejection are there.
     for (uid, _, _) in &bodies {
-        assert!(logs.contains(uid.as_str()) || uid == "uid-cut", "no line for {uid}");
+        assert!(
+            logs.contains(uid.as_str()) || uid == "uid-cut",
+            "no line for {uid}"
+        );
     }
     assert!(logs.contains("outcome=denied"), "no denial logged");
-    assert!(logs.contains("admission review rejected"), "no rejection logged");
+    assert!(
+        logs.contains("admission review rejected"),
+        "no rejection logged"
+    );
     assert!(logs.contains("admission warning"), "no warning logged");
     assert!(logs.contains("TRACE"), "not captured at trace level");
     for secret in [
@@ -154,8 +164,8 @@ async fn neither_args_nor_pod_bodies_are_logged_at_any_level() {
         "dag_rel_path",     // the workload JSON
         "execute_workload", // the args
         "--json-string",
-        "apache/airflow:3.3.2",   // the pod body
-        "airflow-fernet-key",     // env from Secrets
+        "apache/airflow:3.3.2",    // the pod body
+        "airflow-fernet-key",      // env from Secrets
         "AIRFLOW__CORE__EXECUTOR", // env
     ] {
         assert!(

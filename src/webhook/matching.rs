@@ -594,4 +594,98 @@ rules:
         let r = resolve(&policy, "ns", &TaskIdentity::of(&p), &p);
         assert_eq!(r.unknown_profile.as_deref(), Some("huge"));
     }
+
+    const TYPES: &str = r#"
+nodeTypes:
+  m5: {allocatable: {cpu: 4, memory: 16Gi}, nodeSelector: {instance-type: m5, pool: tasks}}
+  r5: {allocatable: {cpu: 8, memory: 64Gi}, nodeSelector: {instance-type: r5, pool: tasks}}
+  g5: {allocatable: {cpu: 4, memory: 16Gi, nvidia.com/gpu: 1}, nodeSelector: {instance-type: g5}}
+defaultNodeType: m5
+"#;
+
+    fn chosen(pod_yaml: &str) -> Option<String> {
+        let policy = Policy::parse(TYPES).unwrap();
+        let p = pod(pod_yaml);
+        let e = resolve(&policy, "ns", &TaskIdentity::of(&p), &p).effective;
+        match choose_node_type(&policy, &e, &p) {
+            NodeTypeChoice::Own(nt) => Some(format!("own {}", nt.name)),
+            NodeTypeChoice::Place(nt, s) => Some(format!("{} ({s})", nt.name)),
+            NodeTypeChoice::Foreign => Some("foreign".into()),
+            NodeTypeChoice::None => None,
+        }
+    }
+
+    #[test]
+    fn a_partial_node_selector_names_one_node_type_or_none() {
+        let own = |sel: &str| chosen(&format!("spec: {{containers: [], nodeSelector: {sel}}}"));
+        assert_eq!(own("{instance-type: r5}").as_deref(), Some("own r5"));
+        assert_eq!(
+            own("{instance-type: r5, zone: a}").as_deref(),
+            Some("own r5")
+        );
+        // Shared by two node types: ambiguous.
+        assert_eq!(own("{pool: tasks}").as_deref(), Some("foreign"));
+        // Contradicts the node type it would name.
+        assert_eq!(
+            own("{instance-type: r5, pool: gpu}").as_deref(),
+            Some("foreign")
+        );
+        assert_eq!(own("{zone: a}").as_deref(), Some("foreign"));
+    }
+
+    #[test]
+    fn a_required_node_affinity_names_one_node_type_or_none() {
+        let affinity = |terms: &str| {
+            chosen(&format!(
+                "spec: {{containers: [], affinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: {terms}}}}}}}}}"
+            ))
+        };
+        let term = |op: &str, values: &str| {
+            format!(
+                "{{matchExpressions: [{{key: instance-type, operator: {op}, values: {values}}}]}}"
+            )
+        };
+        assert_eq!(
+            affinity(&format!("[{}]", term("In", "[r5]"))).as_deref(),
+            Some("own r5")
+        );
+        assert_eq!(
+            affinity(&format!("[{}, {}]", term("In", "[r5]"), term("In", "[r5]"))).as_deref(),
+            Some("own r5")
+        );
+        // Terms are ORed: two node types.
+        assert_eq!(
+            affinity(&format!("[{}, {}]", term("In", "[r5]"), term("In", "[m5]"))).as_deref(),
+            Some("foreign")
+        );
+        assert_eq!(
+            affinity(&format!("[{}]", term("In", "[r5, m5]"))).as_deref(),
+            Some("foreign")
+        );
+        // Nothing positive: no node type named.
+        assert_eq!(
+            affinity(&format!("[{}]", term("NotIn", "[r5]"))).as_deref(),
+            Some("foreign")
+        );
+    }
+
+    #[test]
+    fn extended_resources_decide_the_default_placement() {
+        let asking = |res: &str| {
+            chosen(&format!(
+                "spec: {{containers: [{{name: base, resources: {{limits: {res}}}}}]}}"
+            ))
+        };
+        assert_eq!(
+            asking("{nvidia.com/gpu: 1}").as_deref(),
+            Some("g5 (the pod requests nvidia.com/gpu)"),
+            "a limit alone is the request"
+        );
+        assert_eq!(
+            asking("{nvidia.com/gpu: 2}").as_deref(),
+            Some("m5 (defaultNodeType)"),
+            "no node type has two: the guard denies it on the default"
+        );
+        assert_eq!(asking("{cpu: 1}").as_deref(), Some("m5 (defaultNodeType)"));
+    }
 }

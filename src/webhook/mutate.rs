@@ -527,4 +527,64 @@ priorityClasses: {}
         assert!(!m.changed());
         assert_eq!(m.warnings.len(), 1);
     }
+
+    fn env_values<'a>(m: &'a Mutation, name: &str) -> Vec<&'a str> {
+        base(m)
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.name == name)
+            .map(|e| e.value.as_deref().unwrap_or(""))
+            .collect()
+    }
+
+    #[test]
+    fn env_goes_into_the_last_entry_of_a_name() {
+        let m = run(
+            "rules: [{name: r, env: {TMPDIR: /scratch}}]",
+            "spec: {containers: [{name: base, env: [{name: TMPDIR, value: /tmp}, {name: A, value: a}, {name: TMPDIR, value: /data}]}]}",
+        );
+        assert_eq!(env_values(&m, "TMPDIR"), ["/tmp", "/scratch"]);
+        assert_eq!(env_values(&m, "A"), ["a"]);
+    }
+
+    #[test]
+    fn no_default_for_what_the_pod_budgets_at_pod_level() {
+        let m = run(
+            "",
+            "spec: {resources: {requests: {cpu: 500m}}, containers: [{name: base}]}",
+        );
+        let b = base(&m);
+        assert_eq!(q(b, "requests", "cpu"), None);
+        assert_eq!(q(b, "limits", "cpu"), None);
+        assert_eq!(q(b, "requests", "memory").as_deref(), Some("512Mi"));
+    }
+
+    #[test]
+    fn temp_storages_add_up_by_volume_name() {
+        let m = run(
+            "defaults: {resources: {}}\nprofiles: {p: {tempStorage: {path: /scratch}}}\nrules: [{name: r, tempStorage: {path: /reports, volumeName: reports}}]",
+            "metadata: {annotations: {airflow-keda-scaler/profile: p}}\nspec: {containers: [{name: base}]}",
+        );
+        let mounts: Vec<&str> = base(&m)
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|v| v.mount_path.as_str())
+            .collect();
+        assert_eq!(mounts, ["/scratch", "/reports"], "by volume name");
+    }
+
+    #[test]
+    fn a_volume_of_the_pod_with_our_name_is_kept_with_a_warning() {
+        let m = run(
+            "defaults: {resources: {}}\nrules: [{name: r, tempStorage: {path: /scratch, sizeLimit: 1Gi}}]",
+            "spec: {containers: [{name: base}], volumes: [{name: airflow-keda-scaler-tmp, configMap: {name: c}}]}",
+        );
+        assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+        assert_eq!(m.warnings[0].kind, WarningKind::TempStorageVolumeTaken);
+        let spec = m.pod.spec.as_ref().unwrap();
+        assert_eq!(spec.volumes.as_ref().unwrap().len(), 1);
+        assert!(spec.volumes.as_ref().unwrap()[0].config_map.is_some());
+    }
 }

@@ -299,4 +299,54 @@ surprise: 1
                 .unwrap();
         assert_eq!(p.lint().len(), 2);
     }
+
+    #[test]
+    fn unknown_profile_allow_is_accepted() {
+        let p = Policy::parse("guardRails: {unknownProfile: allow}").unwrap();
+        assert_eq!(p.guard_rails.unknown_profile, Action::Allow);
+    }
+
+    #[test]
+    fn the_webhooks_own_annotations_are_refused() {
+        let got = problems(
+            "profiles: {p: {annotations: {airflow-keda-scaler/warnings: x, airflow-keda-scaler/applied: y}}}",
+        );
+        assert_eq!(got.len(), 2, "{got:#?}");
+    }
+
+    #[test]
+    fn run_time_traps_are_refused() {
+        let types = "nodeTypes:\n  cpu: {allocatable: {cpu: 8, memory: 32Gi}, nodeSelector: {pool: cpu}}\n  gpu: {allocatable: {cpu: 8, memory: 32Gi, nvidia.com/gpu: 1}, nodeSelector: {pool: gpu}}\ndefaultNodeType: cpu\n";
+        let with = |rest: &str| problems(&format!("{types}{rest}"));
+        // A GPU profile without a node type goes where the GPUs are: fine.
+        assert!(with("profiles: {g: {resources: {requests: {nvidia.com/gpu: 1}}}}").is_empty());
+        // Two GPUs: no node type has them.
+        let got = with("profiles: {g: {resources: {requests: {nvidia.com/gpu: 2}}}}");
+        assert_eq!(got.len(), 1, "{got:#?}");
+        // A rule adding GPUs to a profile pinned on the cpu node type.
+        let got = with(
+            "profiles: {c: {nodeType: cpu}}\nrules: [{name: r, resources: {requests: {nvidia.com/gpu: 1}}}]",
+        );
+        assert!(
+            got.iter().any(|g| g.starts_with("rules[0].resources:")),
+            "{got:#?}"
+        );
+        // Same volume name and same settings: no conflict; same path, two names: conflict.
+        assert!(
+            with("profiles: {p: {tempStorage: {path: /s}}}\nrules: [{name: r, tempStorage: {path: /s}}]")
+                .is_empty()
+        );
+        let got = with(
+            "profiles: {p: {tempStorage: {path: /s}}}\nrules: [{name: r, tempStorage: {path: /s/, volumeName: other}}]",
+        );
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with("rules[0].tempStorage.path:")),
+            "{got:#?}"
+        );
+        // A Memory emptyDir above the defaults' memory limit (512Mi).
+        let got =
+            with("rules: [{name: r, tempStorage: {path: /m, medium: Memory, sizeLimit: 1Gi}}]");
+        assert!(got.iter().any(|g| g.contains("the defaults'")), "{got:#?}");
+    }
 }

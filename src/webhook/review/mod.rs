@@ -436,4 +436,31 @@ mod tests {
         assert_eq!(denied.outcome, Outcome::Denied);
         assert_eq!(denied.response["response"]["uid"], "u-1");
     }
+
+    #[test]
+    fn decoder_errors_say_where_never_what() {
+        let secret = "eyJhbGciOiJIUzUxMiJ9.secret";
+        for (object, path) in [
+            (
+                json!({"spec": {"containers": [{"name": "base", "args": secret}]}}),
+                "spec.containers[0].args",
+            ),
+            (
+                json!({"spec": {"containers": [{"name": "base", "args": [7]}]}}),
+                "spec.containers[0].args[0]",
+            ),
+            (
+                json!({"spec": {"containers": [{"name": "base", "imagePullPolicy": {"x": secret}}]}}),
+                "spec.containers[0].imagePullPolicy",
+            ),
+        ] {
+            let raw = serde_json::value::to_raw_value(&object).unwrap();
+            let message = decode_pod(&raw).unwrap_err();
+            assert!(message.starts_with(&format!("at {path}: ")), "{message}");
+            assert!(
+                !message.contains("eyJ") && !message.contains("`7`"),
+                "{message}"
+            );
+        }
+    }
 }
