@@ -193,6 +193,23 @@ impl Harness {
         r
     }
 
+    /// Sends a review that must be admitted; returns the response and the patched pod.
+    async fn admitted(&self, uid: &str, pod: &Value) -> (Value, Value) {
+        let r = self.review(uid, pod).await;
+        assert_eq!(r["allowed"], true, "{uid}: {r}");
+        let (patched, _) = apply(&r, pod);
+        (r, patched)
+    }
+
+    /// Sends a review that must be denied (403, no patch); returns the message.
+    async fn denied(&self, uid: &str, pod: &Value) -> String {
+        let r = self.review(uid, pod).await;
+        assert_eq!(r["allowed"], false, "{uid}: {r}");
+        assert_eq!(r["status"]["code"], 403, "{uid}: {r}");
+        assert!(r.get("patch").is_none(), "{uid}: {r}");
+        r["status"]["message"].as_str().unwrap().to_owned()
+    }
+
     async fn write_policy(&self, text: &str) {
         let path = self.dir.path().join("policy.yaml");
         let tmp = self.dir.path().join("policy.yaml.tmp");
@@ -964,9 +981,7 @@ async fn extended_resources_are_placed_on_a_node_type_that_has_them() {
     let h = Harness::start(Some(&example_policy())).await;
     // A pod_override asking for a GPU, no profile: placed on the node type with GPUs.
     let gpu = pod("gpu-override.json");
-    let r = h.review("gpu", &gpu).await;
-    assert_eq!(r["allowed"], true, "{r}");
-    let (p, _) = apply(&r, &gpu);
+    let (r, p) = h.admitted("gpu", &gpu).await;
     assert_eq!(instance_type(&p), "g5.xlarge");
     assert!(tolerates(&p, "nvidia.com/gpu", None), "{}", p["spec"]);
     let applied = p["metadata"]["annotations"]["airflow-keda-scaler/applied"]
@@ -977,9 +992,7 @@ async fn extended_resources_are_placed_on_a_node_type_that_has_them() {
 
     // A profile placing the pod on a node type without GPUs: denied, not Pending forever.
     let on_r5 = with_annotation(gpu.clone(), "airflow-keda-scaler/profile", "large");
-    let r = h.review("gpu-on-r5", &on_r5).await;
-    assert_eq!(r["allowed"], false, "{r}");
-    let msg = r["status"]["message"].as_str().unwrap();
+    let msg = h.denied("gpu-on-r5", &on_r5).await;
     for part in [
         "1 of nvidia.com/gpu",
         "`r5.2xlarge` offers none of nvidia.com/gpu",
@@ -988,15 +1001,11 @@ async fn extended_resources_are_placed_on_a_node_type_that_has_them() {
     }
     // A profile that places nothing: the GPU still decides the node type.
     let medium = with_annotation(gpu.clone(), "airflow-keda-scaler/profile", "medium");
-    let r = h.review("gpu-medium", &medium).await;
-    assert_eq!(r["allowed"], true, "{r}");
-    let (p, _) = apply(&r, &medium);
+    let (_, p) = h.admitted("gpu-medium", &medium).await;
     assert_eq!(instance_type(&p), "g5.xlarge");
 
     // Hugepages no node type offers: denied.
-    let r = h.review("hugepages", &pod("hugepages-override.json")).await;
-    assert_eq!(r["allowed"], false, "{r}");
-    let msg = r["status"]["message"].as_str().unwrap();
+    let msg = h.denied("hugepages", &pod("hugepages-override.json")).await;
     assert!(msg.contains("hugepages-2Mi"), "{msg}");
     assert!(msg.contains("no node type of this cluster"), "{msg}");
     h.stop().await;
@@ -1006,9 +1015,7 @@ async fn extended_resources_are_placed_on_a_node_type_that_has_them() {
 async fn pod_level_resources_are_respected() {
     let h = Harness::start(Some(&example_policy())).await;
     let original = pod("pod-level-resources.json");
-    let r = h.review("pod-level", &original).await;
-    assert_eq!(r["allowed"], true, "{r}");
-    let (p, _) = apply(&r, &original);
+    let (r, p) = h.admitted("pod-level", &original).await;
     // No default is added to what the pod budgets at pod level: the API server would refuse
     // containers whose requests sum above spec.resources.
     let res = &base(&p)["resources"];
@@ -1019,9 +1026,7 @@ async fn pod_level_resources_are_respected() {
 
     // A profile asking for more than the pod-level budget: a clear denial.
     let medium = with_annotation(original, "airflow-keda-scaler/profile", "medium");
-    let r = h.review("pod-level-medium", &medium).await;
-    assert_eq!(r["allowed"], false, "{r}");
-    let msg = r["status"]["message"].as_str().unwrap();
+    let msg = h.denied("pod-level-medium", &medium).await;
     for part in ["pod-level", "spec.resources", "500m", "profile medium"] {
         assert!(msg.contains(part), "{part:?} not in {msg}");
     }
@@ -1036,9 +1041,7 @@ async fn duplicate_env_names_the_last_one_gets_the_value() {
         "airflow-keda-scaler/profile",
         "large",
     );
-    let r = h.review("dup-env", &original).await;
-    assert_eq!(r["allowed"], true, "{r}");
-    let (p, _) = apply(&r, &original);
+    let (r, p) = h.admitted("dup-env", &original).await;
     let tmpdirs: Vec<&Value> = base(&p)["env"]
         .as_array()
         .unwrap()
@@ -1078,9 +1081,7 @@ async fn partial_node_selector_and_required_affinity_name_a_known_node_type() {
         // Its requests are checked against that node type.
         let mut big = original.clone();
         big["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "60Gi"}});
-        let r = h.review(&format!("{name}-big"), &big).await;
-        assert_eq!(r["allowed"], false, "{name}: {r}");
-        let msg = r["status"]["message"].as_str().unwrap();
+        let msg = h.denied(&format!("{name}-big"), &big).await;
         assert!(msg.contains("`r5.2xlarge` offers 58Gi"), "{msg}");
     }
     h.stop().await;
@@ -1108,9 +1109,7 @@ rules:
     );
     p["spec"]["containers"][0]["resources"]["requests"]["memory"] = json!("20Gi");
     p["spec"]["containers"][0]["resources"]["limits"]["memory"] = json!("20Gi");
-    let r = h.review("advice", &p).await;
-    assert_eq!(r["allowed"], false, "{r}");
-    let msg = r["status"]["message"].as_str().unwrap();
+    let msg = h.denied("advice", &p).await;
     assert!(msg.contains("rule `pin-small`"), "{msg}");
     assert!(
         !msg.contains("`large`"),
@@ -1247,18 +1246,14 @@ async fn reinvocation_rechecks_containers_added_by_later_webhooks() {
     );
     // One that does not fit any more is refused on reinvocation.
     meshed["spec"]["containers"][1]["resources"]["requests"]["cpu"] = json!("3500m");
-    let r = h.review("reinvoked-big", &meshed).await;
-    assert_eq!(r["allowed"], false, "{r}");
-    let msg = r["status"]["message"].as_str().unwrap();
+    let msg = h.denied("reinvoked-big", &meshed).await;
     assert!(
         msg.contains("4.5 CPU") && msg.contains("sidecars count too"),
         "{msg}"
     );
     // A sidecar that is not allowed gets its warning, on the pod too.
     meshed["spec"]["containers"][1] = json!({"name": "log-shipper", "image": "fluent-bit:3"});
-    let r = h.review("reinvoked-warned", &meshed).await;
-    assert_eq!(r["allowed"], true, "{r}");
-    let (p, _) = apply(&r, &meshed);
+    let (_, p) = h.admitted("reinvoked-warned", &meshed).await;
     assert!(
         p["metadata"]["annotations"]["airflow-keda-scaler/warnings"]
             .as_str()

@@ -32,7 +32,8 @@ pub struct GuardReport {
     pub warnings: Vec<Warning>,
 }
 
-fn container_requests(c: &Container) -> BTreeMap<String, Quantity> {
+/// A container's requests, a limit standing in for a missing request (as Kubernetes does).
+pub fn container_requests(c: &Container) -> BTreeMap<String, Quantity> {
     let mut out = BTreeMap::new();
     let Some(r) = &c.resources else { return out };
     // A limit without a request means request = limit.

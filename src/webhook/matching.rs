@@ -15,6 +15,7 @@ use std::{collections::BTreeMap, fmt};
 use k8s_openapi::api::core::v1::{NodeSelector, Pod};
 
 use super::{
+    guard,
     policy::{
         AirflowPodSelector, BASE_CONTAINER, NodeType, PROFILE_ANNOTATION, Policy, Resources, Rule,
         Settings, TempStorage, is_special_resource,
@@ -366,28 +367,14 @@ fn special_requests(pod: &Pod, effective: &Effective) -> BTreeMap<String, Quanti
         .iter()
         .chain(spec.init_containers.iter().flatten())
     {
-        let Some(r) = &c.resources else { continue };
         let is_base = c.name == BASE_CONTAINER;
-        // A limit without a request means request = limit.
-        let mut asked = BTreeMap::new();
-        for map in [r.limits.as_ref(), r.requests.as_ref()]
-            .into_iter()
-            .flatten()
-        {
-            for (k, v) in map {
-                if is_special_resource(k)
-                    && !(is_base && effective.requests.contains_key(k))
-                    && let Ok(q) = Quantity::parse(&v.0)
-                {
-                    asked.insert(k.clone(), q);
-                }
+        for (k, q) in guard::container_requests(c) {
+            if is_special_resource(&k) && !(is_base && effective.requests.contains_key(&k)) {
+                let sum = out
+                    .get(&k)
+                    .map_or_else(|| q.clone(), |t| t.saturating_add(&q));
+                out.insert(k, sum);
             }
-        }
-        for (k, q) in asked {
-            let sum = out
-                .get(&k)
-                .map_or_else(|| q.clone(), |t: &Quantity| t.saturating_add(&q));
-            out.insert(k, sum);
         }
     }
     for (k, v) in &effective.requests {
