@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 use super::{
-    matching::{NodeTypeChoice, Source, TaskIdentity},
+    matching::{Source, TaskIdentity},
+    placement::NodeTypeChoice,
     policy::{Action, BASE_CONTAINER, NodeType, PROFILE_ANNOTATION, Policy, is_special_resource},
     quantity::Quantity,
     warning::{Warning, WarningKind},

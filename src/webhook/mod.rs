@@ -10,6 +10,7 @@
 //! - [`quantity`]: Kubernetes quantities, exact.
 //! - [`policy`]: the policy file, its model and validation.
 //! - [`matching`]: which pods are Airflow task pods, which profile and rules apply.
+//! - [`placement`]: which worker node type a pod runs on.
 //! - [`mutate`]: applying settings to a pod (pure).
 //! - [`guard`]: guard rails on the mutated pod.
 //! - [`warning`]: what is warned about, by kind, and where warnings go.
@@ -24,6 +25,7 @@ pub mod guard;
 pub mod matching;
 pub mod metrics;
 pub mod mutate;
+pub mod placement;
 pub mod policy;
 pub mod quantity;
 pub mod review;

@@ -26,7 +26,8 @@ use k8s_openapi::{
 };
 
 use super::{
-    matching::{Effective, NodeTypeChoice, Source, Sourced},
+    matching::{Effective, Source, Sourced},
+    placement::NodeTypeChoice,
     policy::{APPLIED_ANNOTATION, BASE_CONTAINER, NodeType, Policy, TempStorage},
     quantity::Quantity,
     warning::{Warning, WarningKind},
@@ -420,7 +421,10 @@ fn place(spec: &mut PodSpec, nt: &NodeType, source: &Source, applied: &mut Vec<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webhook::matching::{TaskIdentity, choose_node_type, resolve};
+    use crate::webhook::{
+        matching::{TaskIdentity, resolve},
+        placement::choose_node_type,
+    };
 
     fn run(policy: &str, pod: &str) -> Mutation {
         let policy = Policy::parse(policy).unwrap();

@@ -17,6 +17,7 @@ mod consistency;
 mod model;
 mod names;
 mod raw;
+mod settings;
 mod validate;
 
 pub use model::*;

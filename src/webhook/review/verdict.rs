@@ -9,7 +9,7 @@ use super::{
     super::{
         guard,
         matching::{self, TaskIdentity},
-        mutate,
+        mutate, placement,
         policy::{Action, PROFILE_ANNOTATION, Policy, WARNINGS_ANNOTATION},
         warning::{self, Warning, WarningKind},
     },
@@ -131,7 +131,7 @@ pub fn review_pod(policy: &Policy, namespace: &str, pod: &Pod) -> Result<Verdict
             Action::Allow => {}
         }
     }
-    let choice = matching::choose_node_type(policy, &resolution.effective, pod);
+    let choice = placement::choose_node_type(policy, &resolution.effective, pod);
     let mut mutation = mutate::mutate(policy, pod, &resolution.effective, &choice);
     warnings.append(&mut mutation.warnings);
     let report = guard::check(
