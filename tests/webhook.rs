@@ -1149,7 +1149,7 @@ rules:
     )
     .unwrap();
     let mut out = Vec::new();
-    let code = cli::validate_policy(&ValidatePolicyArgs { file }, &mut out).unwrap();
+    let code = commands::validate_policy(&file, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert_eq!(code, ExitCode::from(1), "{text}");
     for (path, words) in [
@@ -1177,7 +1177,7 @@ fn unknown_profile_allow_is_accepted() {
     let file = dir.path().join("allow.yaml");
     std::fs::write(&file, "guardRails: {unknownProfile: allow}\n").unwrap();
     let mut out = Vec::new();
-    let code = cli::validate_policy(&ValidatePolicyArgs { file }, &mut out).unwrap();
+    let code = commands::validate_policy(&file, &mut out).unwrap();
     assert_eq!(code, ExitCode::SUCCESS, "{}", String::from_utf8_lossy(&out));
 }
 

@@ -142,7 +142,7 @@ async fn neither_args_nor_pod_bodies_are_logged_at_any_level() {
         }
     }
     token.cancel();
-    server.wait().await;
+    server.wait().await.unwrap();
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     // The capture works: every review has its line, the denial and the rejection are there.
