@@ -571,9 +571,16 @@ fn runtime_sql_is_constant() {
         root.join("scaler/grpc/service.rs"),
         root.join("demo/schema.rs"),
     ];
-    for dir in ["scaler/db"] {
-        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
-            files.push(entry.unwrap().path());
+    // Every file of the database layer, sub-modules included.
+    let mut dirs = vec![root.join("scaler/db")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
         }
     }
     for file in files {
