@@ -37,7 +37,7 @@ pub fn run_dir() -> PathBuf {
 
 /// A line for `.ci/e2e` to collect into its summary.
 pub fn measure(text: impl std::fmt::Display) {
-    println!("e2e-measure: {text}");
+    println!("\ne2e-measure: {text}");
 }
 
 /// A client for the API server, as the admin.

@@ -18,7 +18,7 @@ use k8s_openapi::api::{
 };
 use kube::{Api, Client};
 
-use crate::cluster::{env, eventually, run_dir};
+use crate::cluster::{eventually, run_dir};
 
 /// The product's binary (the image's entrypoint).
 pub const PRODUCT: &str = env!("CARGO_BIN_EXE_airflow-keda-scaler");
