@@ -91,5 +91,8 @@ pub async fn run() {
         "default",
     )
     .await;
-    println!("bootstrap: {} KEDA CRDs, keda Services, APIService", names.len());
+    println!(
+        "bootstrap: {} KEDA CRDs, keda Services, APIService",
+        names.len()
+    );
 }

@@ -68,7 +68,10 @@ pub async fn install_upgrade_uninstall() {
         .iter()
         .map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or("?"), name_of(o)))
         .collect();
-    let scaled = installed.iter().filter(|o| o["kind"] == "ScaledObject").count();
+    let scaled = installed
+        .iter()
+        .filter(|o| o["kind"] == "ScaledObject")
+        .count();
     assert_eq!(scaled, 3, "one ScaledObject per worker queue: {kinds:?}");
     for kind in [
         "MutatingWebhookConfiguration",
@@ -96,13 +99,17 @@ pub async fn install_upgrade_uninstall() {
     ));
 
     let ca = secret_field(&client, "aks-airflow-keda-scaler-ca", "tls.crt").await;
-    let webhook_cert = secret_field(&client, "aks-airflow-keda-scaler-webhook-tls", "tls.crt").await;
+    let webhook_cert =
+        secret_field(&client, "aks-airflow-keda-scaler-webhook-tls", "tls.crt").await;
     let bundle = ca_bundle(&client).await;
     assert!(bundle.is_string(), "caBundle set: {bundle}");
 
     let t0 = Instant::now();
     let upgraded = cluster::helm("upgrade", RELEASE, NS, &values("debug")).await;
-    let keys: Vec<&String> = upgraded.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+    let keys: Vec<&String> = upgraded
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
     let revision = upgraded
         .get("version")
         .or_else(|| upgraded.get("revision"))
@@ -132,14 +139,20 @@ pub async fn install_upgrade_uninstall() {
         eventually(&what, Duration::from_secs(60), || async {
             match api.get_opt(name_of(o)).await.map_err(|e| e.to_string())? {
                 None => Ok(()),
-                Some(left) => Err(format!("still there, finalizers {:?}", left.metadata.finalizers)),
+                Some(left) => Err(format!(
+                    "still there, finalizers {:?}",
+                    left.metadata.finalizers
+                )),
             }
         })
         .await;
     }
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), NS);
     eventually("KEDA's HPAs removed", Duration::from_secs(60), || async {
-        let left = hpas.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        let left = hpas
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
         left.items
             .is_empty()
             .then_some(())

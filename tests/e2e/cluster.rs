@@ -61,7 +61,10 @@ where
         match check().await {
             Ok(v) => return v,
             Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not within {}s (last seen: {last})", timeout.as_secs())
+                panic!(
+                    "{what}: not within {}s (last seen: {last})",
+                    timeout.as_secs()
+                )
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
@@ -113,13 +116,15 @@ pub async fn try_apply(
 
 /// Server-side apply of `obj`; panics with the API server's answer.
 pub async fn apply(client: &Client, obj: &Value, default_ns: &str) -> DynamicObject {
-    try_apply(client, obj, default_ns).await.unwrap_or_else(|e| {
-        panic!(
-            "apply {} {}: {e}",
-            obj["kind"].as_str().unwrap_or("?"),
-            name_of(obj)
-        )
-    })
+    try_apply(client, obj, default_ns)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "apply {} {}: {e}",
+                obj["kind"].as_str().unwrap_or("?"),
+                name_of(obj)
+            )
+        })
 }
 
 /// A namespace whose `default` ServiceAccount exists (pods are refused before it does), plus
@@ -130,7 +135,9 @@ pub async fn namespace(client: &Client, name: &str, accounts: &[&str]) {
         .patch(
             name,
             &PatchParams::apply(MANAGER),
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+            ),
         )
         .await
         .expect("namespace");
@@ -139,7 +146,9 @@ pub async fn namespace(client: &Client, name: &str, accounts: &[&str]) {
         sas.patch(
             sa,
             &PatchParams::apply(MANAGER),
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}})),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}}),
+            ),
         )
         .await
         .expect("service account");

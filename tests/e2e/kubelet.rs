@@ -115,10 +115,10 @@ pub async fn run_deployment(
     mounts.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     let map_path = |s: &str| -> String {
         for (mount, local) in &mounts {
-            if let Some(rest) = s.strip_prefix(mount.as_str()) {
-                if rest.is_empty() || rest.starts_with('/') {
-                    return format!("{}{rest}", local.display());
-                }
+            if let Some(rest) = s.strip_prefix(mount.as_str())
+                && (rest.is_empty() || rest.starts_with('/'))
+            {
+                return format!("{}{rest}", local.display());
             }
         }
         s.to_string()
@@ -218,10 +218,12 @@ fn port_map(container: &Container, service: Option<&Service>) -> BTreeMap<u16, u
     map
 }
 
+/// (key, path) pairs of a volume source's `items`.
+type Items = Vec<(String, String)>;
+
 async fn write_volume(client: &Client, ns: &str, volume: &Volume, dir: &Path) {
     std::fs::create_dir_all(dir).expect("volume directory");
-    let mut sources: Vec<(Option<String>, Option<String>, Option<Vec<(String, String)>>)> =
-        Vec::new();
+    let mut sources: Vec<(Option<String>, Option<String>, Option<Items>)> = Vec::new();
     let items = |i: &Option<Vec<k8s_openapi::api::core::v1::KeyToPath>>| {
         i.as_ref()
             .map(|v| v.iter().map(|k| (k.key.clone(), k.path.clone())).collect())

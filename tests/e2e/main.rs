@@ -15,13 +15,10 @@ mod kubelet;
 mod scaling;
 mod webhook;
 
-
-
 /// Not a scenario: KEDA's CRDs, namespace, Services and APIService, before KEDA starts.
 #[tokio::test]
 #[ignore = "needs the control plane: run .ci/e2e"]
 async fn e0_bootstrap() {
-
     bootstrap::run().await;
 }
 

@@ -207,7 +207,9 @@ fn foreign_client_certificate() -> (String, String) {
     let issuer = rcgen::Issuer::new(ca, ca_key);
     let key = KeyPair::generate().expect("key");
     let leaf = CertificateParams::new(vec!["keda-operator".to_string()]).expect("params");
-    let cert = leaf.signed_by(&key, &issuer).expect("foreign client certificate");
+    let cert = leaf
+        .signed_by(&key, &issuer)
+        .expect("foreign client certificate");
     (cert.pem(), key.serialize_pem())
 }
 
@@ -280,14 +282,7 @@ impl Scaling {
                     .conditions
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|c| {
-                        format!(
-                            "{}={} {}",
-                            c.type_,
-                            c.status,
-                            c.message.unwrap_or_default()
-                        )
-                    })
+                    .map(|c| format!("{}={} {}", c.type_, c.status, c.message.unwrap_or_default()))
                     .collect();
                 format!(
                     "HPA desired {} current {}; metrics {}; {}",
@@ -331,12 +326,7 @@ impl Scaling {
                 l.items
                     .into_iter()
                     .filter(|e| e.type_.as_deref() == Some("Warning"))
-                    .map(|e| {
-                        (
-                            e.reason.unwrap_or_default(),
-                            e.message.unwrap_or_default(),
-                        )
-                    })
+                    .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
                     .collect()
             })
             .unwrap_or_default()
@@ -434,7 +424,9 @@ pub async fn wrong_client_cert() {
         },
     )
     .await;
-    measure(format_args!("E3 wrong client certificate: KEDA event {warning:?}"));
+    measure(format_args!(
+        "E3 wrong client certificate: KEDA event {warning:?}"
+    ));
     s.assert_replicas_stay(2, Duration::from_secs(15)).await;
 }
 
@@ -449,7 +441,11 @@ pub async fn db_outage(fallback: bool) {
         if fallback { "e4-fallback" } else { "e4-outage" },
         label,
         Options {
-            pod_ip: if fallback { "10.244.0.41" } else { "10.244.0.40" },
+            pod_ip: if fallback {
+                "10.244.0.41"
+            } else {
+                "10.244.0.40"
+            },
             initial: 2,
             values,
             relay: true,

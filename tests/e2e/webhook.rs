@@ -76,7 +76,10 @@ pub async fn setup(release_ns: &str, tasks_ns: &str, extra: Value) -> Webhook {
     cluster::add_address(&ip);
     cluster::add_hosts(
         &ip,
-        &[&format!("{WEBHOOK}.{release_ns}.svc"), &format!("{WEBHOOK}.{release_ns}.svc.cluster.local")],
+        &[
+            &format!("{WEBHOOK}.{release_ns}.svc"),
+            &format!("{WEBHOOK}.{release_ns}.svc.cluster.local"),
+        ],
     );
     let mut process = kubelet::run_deployment(&client, release_ns, WEBHOOK, &ip, Some(&svc)).await;
     process.wait_listening().await;
@@ -134,7 +137,10 @@ fn assert_small_defaults(pod: &Value, original: &Value) {
         json!({"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}),
         "policy defaults"
     );
-    assert_eq!(b["args"], original["spec"]["containers"][0]["args"], "args untouched");
+    assert_eq!(
+        b["args"], original["spec"]["containers"][0]["args"],
+        "args untouched"
+    );
     assert_eq!(pod["spec"]["nodeSelector"], json!({"pool": "small"}));
     let small: Vec<&Value> = pod["spec"]["tolerations"]
         .as_array()
@@ -156,7 +162,11 @@ pub async fn mutates_airflow_pods() {
     let w = setup("e5-mutate", "airflow-e5-mutate", json!({})).await;
 
     let plain = airflow_pod("plain.json");
-    let p = to_value(&w.create(plain.clone(), "plain").await.expect("create plain"));
+    let p = to_value(
+        &w.create(plain.clone(), "plain")
+            .await
+            .expect("create plain"),
+    );
     assert_small_defaults(&p, &plain);
     assert_eq!(
         p["metadata"]["labels"], plain["metadata"]["labels"],
@@ -164,12 +174,20 @@ pub async fn mutates_airflow_pods() {
     );
 
     let mapped = airflow_pod("mapped_try3.json");
-    let p = to_value(&w.create(mapped.clone(), "mapped").await.expect("create mapped"));
+    let p = to_value(
+        &w.create(mapped.clone(), "mapped")
+            .await
+            .expect("create mapped"),
+    );
     assert_small_defaults(&p, &mapped);
 
     // A pod_override with its own resources keeps them.
     let own = airflow_pod("override_resources.json");
-    let p = to_value(&w.create(own.clone(), "own-resources").await.expect("create own"));
+    let p = to_value(
+        &w.create(own.clone(), "own-resources")
+            .await
+            .expect("create own"),
+    );
     assert_eq!(
         base(&p)["resources"]["requests"],
         own["spec"]["containers"][0]["resources"]["requests"]
@@ -203,10 +221,17 @@ pub async fn mutates_airflow_pods() {
 
     // Not a KubernetesExecutor pod: the objectSelector keeps it away from the webhook.
     let nginx = airflow_pod("x_nginx.json");
-    let p = to_value(&w.create(nginx.clone(), "nginx").await.expect("create nginx"));
+    let p = to_value(
+        &w.create(nginx.clone(), "nginx")
+            .await
+            .expect("create nginx"),
+    );
     assert!(p["spec"].get("nodeSelector").is_none_or(Value::is_null));
     assert!(p["metadata"]["annotations"]["airflow-keda-scaler/applied"].is_null());
-    measure(format_args!("E5: {} admission reviews answered", w.reviews().await));
+    measure(format_args!(
+        "E5: {} admission reviews answered",
+        w.reviews().await
+    ));
 }
 
 pub async fn refuses_oversize_pod() {
@@ -233,7 +258,10 @@ pub async fn refuses_oversize_pod() {
         w.pods.get_opt("too-big").await.expect("get").is_none(),
         "nothing was created"
     );
-    measure(format_args!("E5 oversize: API error {}: {msg}", status.code));
+    measure(format_args!(
+        "E5 oversize: API error {}: {msg}",
+        status.code
+    ));
 }
 
 pub async fn down_fails_open() {
@@ -252,10 +280,15 @@ pub async fn down_fails_open() {
         "created within timeoutSeconds ({}s): took {took:?}",
         w.timeout_seconds
     );
-    assert!(p["spec"].get("nodeSelector").is_none_or(Value::is_null), "unmodified");
+    assert!(
+        p["spec"].get("nodeSelector").is_none_or(Value::is_null),
+        "unmodified"
+    );
     assert!(p["metadata"]["annotations"]["airflow-keda-scaler/applied"].is_null());
     assert!(
-        base(&p)["resources"].as_object().is_none_or(|r| r.is_empty()),
+        base(&p)["resources"]
+            .as_object()
+            .is_none_or(|r| r.is_empty()),
         "no resources added: {}",
         base(&p)["resources"]
     );
@@ -310,7 +343,11 @@ pub async fn reinvocation() {
         .iter()
         .map(|c| c["name"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(names, ["base", "log-shipper"], "the second webhook's container");
+    assert_eq!(
+        names,
+        ["base", "log-shipper"],
+        "the second webhook's container"
+    );
     assert_small_defaults(&p, &plain);
     assert!(
         sidecar.calls() >= 1,
