@@ -96,3 +96,42 @@ pub async fn run() {
         names.len()
     );
 }
+
+/// The kubelet's part for KEDA: its operator writes its certificates (gRPC between operator and
+/// metrics apiserver, the metrics apiserver's serving certificate) into Secret
+/// `keda/kedaorg-certs` and waits for them to appear as files, as a mounted Secret would.
+pub async fn mount_keda_certs() {
+    use k8s_openapi::api::core::v1::Secret;
+    let client = cluster::client().await;
+    let dir = std::path::PathBuf::from(env("AKS_E2E_KEDA_CERT_DIR"));
+    let secrets: Api<Secret> = Api::namespaced(client, "keda");
+    let data = eventually(
+        "KEDA's operator writes Secret keda/kedaorg-certs",
+        Duration::from_secs(90),
+        || async {
+            let s = secrets
+                .get_opt("kedaorg-certs")
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("absent")?;
+            let data = s.data.unwrap_or_default();
+            if ["ca.crt", "tls.crt", "tls.key"]
+                .iter()
+                .all(|k| data.contains_key(*k))
+            {
+                Ok(data)
+            } else {
+                Err(format!("keys {:?}", data.keys().collect::<Vec<_>>()))
+            }
+        },
+    )
+    .await;
+    std::fs::create_dir_all(&dir).expect("KEDA cert directory");
+    // The key last: the operator waits for tls.key's sibling files to be complete.
+    for key in ["ca.crt", "tls.crt", "tls.key"] {
+        let tmp = dir.join(format!(".{key}.tmp"));
+        std::fs::write(&tmp, &data[key].0).expect("write certificate");
+        std::fs::rename(&tmp, dir.join(key)).expect("move certificate");
+    }
+    println!("KEDA certificates written to {}", dir.display());
+}

@@ -22,6 +22,13 @@ async fn e0_bootstrap() {
     bootstrap::run().await;
 }
 
+/// Not a scenario: KEDA's certificates from its Secret to files (what a Secret volume does).
+#[tokio::test]
+#[ignore = "needs the control plane: run .ci/e2e"]
+async fn e0_keda_certs() {
+    bootstrap::mount_keda_certs().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane: run .ci/e2e"]
 async fn e1_chart_install_upgrade_uninstall() {
