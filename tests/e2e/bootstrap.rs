@@ -58,9 +58,24 @@ pub async fn run() {
     cluster::namespace(&client, "keda", &[]).await;
     let operator_ip = env("AKS_E2E_KEDA_OPERATOR_IP");
     let metrics_ip = env("AKS_E2E_KEDA_METRICS_IP");
-    for (name, ip, port, target) in [
-        ("keda-operator", operator_ip.as_str(), 9666, 9666),
-        ("keda-metrics-apiserver", metrics_ip.as_str(), 443, 6443),
+    // No selector (there are no pods): an EndpointSlice made here marks each Service as
+    // backed, which the aggregator's availability check needs; the processes themselves listen
+    // on the ClusterIPs (the aggregator and the metrics apiserver dial ClusterIP:port).
+    for (name, ip, port, target, endpoint) in [
+        (
+            "keda-operator",
+            operator_ip.as_str(),
+            9666,
+            9666,
+            "10.244.255.21",
+        ),
+        (
+            "keda-metrics-apiserver",
+            metrics_ip.as_str(),
+            443,
+            6443,
+            "10.244.255.20",
+        ),
     ] {
         apply(
             &client,
@@ -69,9 +84,26 @@ pub async fn run() {
                 "metadata": {"name": name, "namespace": "keda", "labels": {"app": name}},
                 "spec": {
                     "clusterIP": ip,
-                    "selector": {"app": name},
                     "ports": [{"name": "main", "port": port, "targetPort": target, "protocol": "TCP"}],
                 },
+            }),
+            "keda",
+        )
+        .await;
+        apply(
+            &client,
+            &json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {
+                    "name": format!("{name}-e2e"), "namespace": "keda",
+                    "labels": {
+                        "kubernetes.io/service-name": name,
+                        "endpointslice.kubernetes.io/managed-by": "aks-e2e",
+                    },
+                },
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [endpoint], "conditions": {"ready": true}}],
+                "ports": [{"name": "main", "port": target, "protocol": "TCP"}],
             }),
             "keda",
         )
