@@ -40,6 +40,8 @@ pub struct Options {
     pub relay: bool,
     /// Replace the KEDA client certificate with one signed by another CA.
     pub wrong_client_cert: bool,
+    /// Wait for KEDA to create the HPA (it does not when it cannot reach the scaler).
+    pub wait_hpa: bool,
 }
 
 impl Default for Options {
@@ -53,6 +55,7 @@ impl Default for Options {
             values: json!({}),
             relay: false,
             wrong_client_cert: false,
+            wait_hpa: true,
         }
     }
 }
@@ -168,24 +171,29 @@ pub async fn setup(ns: &str, label: &str, opts: Options) -> Scaling {
     let mut scaler = kubelet::run_deployment(&client, ns, FULLNAME, opts.pod_ip, Some(&svc)).await;
     scaler.wait_listening().await;
 
+    // Tasks for exactly the initial workers, so that the first step ("idle") is a real change.
+    let scaling_tasks = (opts.initial.max(0) as usize) * TASKS_PER_WORKER as usize;
+    set_tasks(&db, scaling_tasks).await;
     for so in &scaled_objects {
         apply(&client, so, ns).await;
     }
     let scaled_object = name_of(&so).to_string();
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
     let hpa_name = format!("keda-hpa-{scaled_object}");
-    eventually(
-        &format!("KEDA creates HPA {hpa_name}"),
-        Duration::from_secs(60),
-        || async {
-            hpas.get_opt(&hpa_name)
-                .await
-                .map_err(|e| e.to_string())?
-                .map(|_| ())
-                .ok_or_else(|| "absent".into())
-        },
-    )
-    .await;
+    if opts.wait_hpa {
+        eventually(
+            &format!("KEDA creates HPA {hpa_name}"),
+            Duration::from_secs(60),
+            || async {
+                hpas.get_opt(&hpa_name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(|_| ())
+                    .ok_or_else(|| "absent".into())
+            },
+        )
+        .await;
+    }
     Scaling {
         client,
         ns: ns.into(),
@@ -213,26 +221,31 @@ fn foreign_client_certificate() -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
+/// Replaces every task instance with `n` on queue `default`, half queued, half running.
+async fn set_tasks(db: &TestDb, n: usize) {
+    let mut statements = vec!["DELETE FROM task_instance".to_string()];
+    if n > 0 {
+        let rows: Vec<FixtureRow> = (0..n)
+            .map(|i| {
+                let state = if i % 2 == 0 { "queued" } else { "running" };
+                FixtureRow::new("e2e", &format!("t{i}"), "run", Some(state), "default")
+            })
+            .collect();
+        statements.push(airflow_fixture::insert_sql(
+            db.dialect(),
+            AirflowVersion::V3,
+            &rows,
+        ));
+    }
+    airflow_fixture::execute(db.url(), &statements)
+        .await
+        .expect("set task instances");
+}
+
 impl Scaling {
-    /// Replaces every task instance with `n` on queue `default`, half queued, half running.
+    /// Replaces every task instance with `n` (see [`set_tasks`]).
     pub async fn set_tasks(&self, n: usize) {
-        let mut statements = vec!["DELETE FROM task_instance".to_string()];
-        if n > 0 {
-            let rows: Vec<FixtureRow> = (0..n)
-                .map(|i| {
-                    let state = if i % 2 == 0 { "queued" } else { "running" };
-                    FixtureRow::new("e2e", &format!("t{i}"), "run", Some(state), "default")
-                })
-                .collect();
-            statements.push(airflow_fixture::insert_sql(
-                self.db.dialect(),
-                AirflowVersion::V3,
-                &rows,
-            ));
-        }
-        airflow_fixture::execute(self.db.url(), &statements)
-            .await
-            .expect("set task instances");
+        set_tasks(&self.db, n).await;
     }
 
     /// The worker Deployment's `spec.replicas` (what the HPA sets).
@@ -315,10 +328,8 @@ impl Scaling {
     /// KEDA's Warning events on the ScaledObject.
     pub async fn keda_warnings(&self) -> Vec<(String, String)> {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
-        let lp = ListParams::default().fields(&format!(
-            "involvedObject.name={},involvedObject.kind=ScaledObject",
-            self.scaled_object
-        ));
+        let lp =
+            ListParams::default().fields(&format!("involvedObject.name={}", self.scaled_object));
         events
             .list(&lp)
             .await
@@ -330,6 +341,32 @@ impl Scaling {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Whether KEDA's HPA for the ScaledObject exists.
+    pub async fn hpa_exists(&self) -> bool {
+        let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), &self.ns);
+        hpas.get_opt(&format!("keda-hpa-{}", self.scaled_object))
+            .await
+            .expect("get HPA")
+            .is_some()
+    }
+
+    /// The ScaledObject's condition `type_`: (status, message).
+    pub async fn scaled_object_condition(&self, type_: &str) -> Option<(String, String)> {
+        let so = json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "x"}});
+        let api = cluster::api_for(&self.client, &so, &self.ns).await;
+        let got = api.get(&self.scaled_object).await.ok()?;
+        got.data["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == type_)
+            .map(|c| {
+                (
+                    c["status"].as_str().unwrap_or("").to_string(),
+                    c["message"].as_str().unwrap_or("").to_string(),
+                )
+            })
     }
 
     /// The HPA's behavior as stored (after the API server's admission and defaulting).
@@ -407,27 +444,50 @@ pub async fn wrong_client_cert() {
             initial: 2,
             values: json!({"tls": {"enabled": true, "mutual": true}}),
             wrong_client_cert: true,
+            wait_hpa: false,
             ..Options::default()
         },
     )
     .await;
     s.set_tasks(45).await;
-    let warning = eventually(
-        "KEDA reports the refused connection on the ScaledObject",
+    // KEDA reports it in the ScaledObject's status (Ready=False: it cannot build the HPA
+    // without the scaler's metric spec) and, with the TLS error, in its log.
+    let ready = eventually(
+        "KEDA reports the ScaledObject not Ready",
         Duration::from_secs(60),
         || async {
-            let w = s.keda_warnings().await;
-            w.iter()
-                .find(|(reason, _)| reason == "KEDAScalerFailed")
-                .cloned()
-                .ok_or_else(|| format!("{w:?}"))
+            match s.scaled_object_condition("Ready").await {
+                Some((status, message)) if status == "False" => Ok(message),
+                other => Err(format!("Ready {other:?}")),
+            }
         },
     )
     .await;
+    let keda_log = cluster::run_dir().join("logs").join("keda-operator.log");
+    let refused = eventually(
+        "KEDA's operator logs the refused TLS handshake for this ScaledObject",
+        Duration::from_secs(30),
+        || async {
+            let text = std::fs::read_to_string(&keda_log).map_err(|e| e.to_string())?;
+            text.lines()
+                .find(|l| l.contains(&s.ns) && l.contains("tls: unknown certificate authority"))
+                .map(|l| l.to_string())
+                .ok_or_else(|| "not yet".to_string())
+        },
+    )
+    .await;
+    assert!(
+        refused.contains("remote error"),
+        "the scaler (the remote end) refused the certificate: {refused}"
+    );
+    assert!(
+        !s.hpa_exists().await,
+        "no HPA without the scaler's metric spec"
+    );
     measure(format_args!(
-        "E3 wrong client certificate: KEDA event {warning:?}"
+        "E3 wrong client certificate: ScaledObject Ready=False ({ready}); KEDA: remote error: tls: unknown certificate authority"
     ));
-    s.assert_replicas_stay(2, Duration::from_secs(15)).await;
+    s.assert_replicas_stay(2, Duration::from_secs(10)).await;
 }
 
 /// E4: the database goes away; KEDA keeps the replicas (no fallback) or applies its fallback.
