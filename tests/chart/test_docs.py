@@ -62,3 +62,16 @@ def test_helm_quick_start_uses_the_chart():
     text = (REPO / "docs" / "helm.md").read_text()
     assert "helm install" in text and "deploy/helm/airflow-keda-scaler" in text
     assert "workerQueues" in text
+
+
+def test_values_table_rows_have_three_non_empty_cells():
+    # A row written `| key | default || text |` renders with an empty description cell and
+    # the text in a fourth column that the header does not have.
+    rows = [line for line in README.splitlines() if re.match(r"^\| `[^`]+` \|", line)]
+    assert rows
+    broken = []
+    for row in rows:
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", row.strip())[1:-1]]
+        if len(cells) != 3 or not all(cells):
+            broken.append(row[:80])
+    assert broken == []

@@ -32,31 +32,50 @@ def contract_worker_queue_keys() -> set[str]:
 # ------------------------------------------------------------------ plain ScaledObject
 
 
-def example_docs() -> list[dict]:
-    return [d for d in yaml.safe_load_all((EXAMPLES / "scaledobject.yaml").read_text()) if d]
+def example_docs(name: str = "scaledobject.yaml") -> list[dict]:
+    return [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
 
 
 def test_plain_scaled_object_matches_keda_crds():
     docs = example_docs()
-    assert sorted(d["kind"] for d in docs) == ["ScaledObject", "TriggerAuthentication"]
-    for doc in docs:
+    assert [d["kind"] for d in docs] == ["ScaledObject"]
+    tls_docs = example_docs("scaledobject-mtls.yaml")
+    assert sorted(d["kind"] for d in tls_docs) == ["ScaledObject", "TriggerAuthentication"]
+    for doc in docs + tls_docs:
         validate_keda(doc)
 
 
-def test_plain_scaled_object_uses_only_contract_keys():
+def check_trigger(so: dict) -> dict:
     own, keda = contract_trigger_keys()
     assert {"workerQueue", "queues", "maxTasksPerWorker"} <= own and "scalerAddress" in keda
-    so = next(d for d in example_docs() if d["kind"] == "ScaledObject")
     (trigger,) = so["spec"]["triggers"]
     assert trigger["type"] in ("external", "external-push")
     assert set(trigger["metadata"]) <= own | keda
-    assert re.fullmatch(r"[a-z0-9.-]+:9090", trigger["metadata"]["scalerAddress"])
     md = trigger["metadata"]
+    # Same namespace as the chart's default install and the ScaledObject itself.
+    assert md["scalerAddress"] == f"airflow-keda-scaler.{so['metadata']['namespace']}.svc.cluster.local:9090"
+    assert so["metadata"]["namespace"] == "airflow"
     assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (
         int(md["minWorkers"]),
         int(md["maxWorkers"]),
     )
-    auth = next(d for d in example_docs() if d["kind"] == "TriggerAuthentication")
+    return trigger
+
+
+def test_plain_scaled_object_uses_only_contract_keys_and_plaintext():
+    (so,) = example_docs()
+    trigger = check_trigger(so)
+    # Plaintext like the chart's default (tls.enabled: false).
+    assert "enableTLS" not in trigger["metadata"] and "authenticationRef" not in trigger
+
+
+def test_mtls_scaled_object_takes_pem_from_a_trigger_authentication():
+    docs = example_docs("scaledobject-mtls.yaml")
+    so = next(d for d in docs if d["kind"] == "ScaledObject")
+    trigger = check_trigger(so)
+    assert trigger["metadata"]["enableTLS"] == "true"
+    auth = next(d for d in docs if d["kind"] == "TriggerAuthentication")
+    assert auth["metadata"]["namespace"] == so["metadata"]["namespace"]
     assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
     assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"caCert", "tlsClientCert", "tlsClientKey"}
 

@@ -5,9 +5,6 @@
 //! runs each one with `--ignored --exact` and prints `e2e <ID> <name>: ok | FAILED <why>`.
 //! All API calls go through the `kube` client.
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod bootstrap;
 mod chart;
 mod cluster;

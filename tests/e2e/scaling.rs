@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use airflow_keda_scaler::airflow_fixture::{self, AirflowVersion, FixtureRow};
 use base64::Engine;
 use k8s_openapi::api::{
     apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1::Event,
@@ -17,7 +16,11 @@ use serde_json::{Value, json};
 use crate::{
     cluster::{self, apply, eventually, measure, merge, name_of},
     kubelet::{self, Process},
-    support::{databases::TestDb, relay::Relay},
+};
+use testkit::{
+    airflow::{self as airflow_fixture, AirflowVersion, FixtureRow},
+    db::TestDb,
+    relay::Relay,
 };
 
 pub const RELEASE: &str = "aks";

@@ -1,7 +1,7 @@
 //! E5: the pod-override webhook called by the real API server, configured exactly as the chart
 //! renders it: `clientConfig.service` (the API server dials the Service's ClusterIP, where the
 //! webhook process listens) and the chart's generated certificate (checked by the API server
-//! against `<service>.<namespace>.svc`). Pods are Airflow's own (shared/fixtures/airflow-pods),
+//! against `<service>.<namespace>.svc`). Pods are Airflow's own (tests/fixtures/webhook/airflow-3.3.2),
 //! created through the API and read back.
 
 use std::{
@@ -18,7 +18,7 @@ use kube::{
 use serde_json::{Value, json};
 
 use crate::{
-    cluster::{self, apply, env, find, measure},
+    cluster::{self, apply, find, measure},
     kubelet::{self, Process},
 };
 
@@ -35,9 +35,10 @@ pub struct Webhook {
     pub pods: Api<Pod>,
 }
 
-/// shared/fixtures/airflow-pods/airflow-3.3.2/<name>.
+/// tests/fixtures/webhook/airflow-3.3.2/<name>: pods built by Airflow itself.
 pub fn airflow_pod(name: &str) -> Value {
-    let dir = PathBuf::from(env("AKS_E2E_AIRFLOW_PODS")).join("airflow-3.3.2");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhook/airflow-3.3.2");
     let text = std::fs::read_to_string(dir.join(name)).expect("Airflow pod fixture");
     serde_json::from_str(&text).expect("pod JSON")
 }
