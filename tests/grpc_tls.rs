@@ -73,10 +73,12 @@ async fn start_tls(db: &TestDb, files: TlsFiles) -> Scaler {
             max_staleness: Duration::from_secs(30),
             tls: Some(files),
             metrics: Metrics::new(),
+            limits: Default::default(),
         },
         admin_addr: None,
         declared: WorkerQueues::parse(WORKER_QUEUES).unwrap(),
         refresh_interval: Duration::from_millis(100),
+        refresh_max_duty_cycle: 1.0,
         db: db_config(db.url()),
     };
     let scaler = Scaler::start(config, CancellationToken::new())
