@@ -157,7 +157,8 @@ impl Scaler {
         let refresh = refresher::run_observed(
             db,
             store.clone(),
-            refresher::Pace::new(config.refresh_interval, config.refresh_max_duty_cycle),
+            refresher::Pace::new(config.refresh_interval, config.refresh_max_duty_cycle)
+                .with_ceiling(config.grpc.max_staleness / 2),
             shutdown.clone(),
             move |stats| {
                 refresh_metrics.refresh_interval(stats.next_in);

@@ -10,7 +10,9 @@
 //! - The pause between refreshes keeps the refresh's duty cycle (time spent querying / wall
 //!   time) under a bound ([`Pace`]): a query that takes longer than `max_duty_cycle` of the
 //!   interval stretches the interval to `duration / max_duty_cycle`, and the interval comes back
-//!   as soon as the query is fast again. The effective interval is exported; the price is push
+//!   as soon as the query is fast again. Only successful queries stretch it (a failure is
+//!   retried at `interval`), and never beyond a ceiling (half of `--max-staleness`), so the
+//!   bound cannot make the data stale. The effective interval is exported; the price is push
 //!   latency (a new queued task is seen one effective interval later at worst).
 
 use std::{
@@ -30,17 +32,19 @@ use crate::{
 /// How often the schema is detected again while refreshes succeed.
 pub const SCHEMA_RECHECK: Duration = Duration::from_secs(60);
 
-/// When the next refresh starts: every `interval`, stretched so that querying takes at most
-/// `max_duty_cycle` of the wall time.
+/// When the next refresh starts: every `interval`, stretched (up to `ceiling`) so that
+/// successful queries take at most `max_duty_cycle` of the wall time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pace {
     pub interval: Duration,
     /// Share of wall time the refresh may spend querying, in (0, 1].
     pub max_duty_cycle: f64,
+    /// Longest stretched interval (never below `interval`).
+    pub ceiling: Duration,
 }
 
 impl Pace {
-    /// A pace of `interval` bounded by `max_duty_cycle` (clamped to (0, 1]).
+    /// A pace of `interval` bounded by `max_duty_cycle` (clamped to (0, 1]), no ceiling.
     pub fn new(interval: Duration, max_duty_cycle: f64) -> Self {
         let max_duty_cycle = if max_duty_cycle.is_finite() && max_duty_cycle > 0.0 {
             max_duty_cycle.min(1.0)
@@ -50,14 +54,20 @@ impl Pace {
         Self {
             interval: interval.max(Duration::from_millis(1)),
             max_duty_cycle,
+            ceiling: Duration::MAX,
         }
     }
 
-    /// Start-to-start time after a refresh that took `took`.
+    /// The same pace, never stretched beyond `ceiling`.
+    pub fn with_ceiling(self, ceiling: Duration) -> Self {
+        Self { ceiling, ..self }
+    }
+
+    /// Start-to-start time after a successful refresh that took `took`.
     pub fn period(&self, took: Duration) -> Duration {
         let stretched = Duration::try_from_secs_f64(took.as_secs_f64() / self.max_duty_cycle)
             .unwrap_or(Duration::MAX);
-        self.interval.max(stretched)
+        stretched.min(self.ceiling).max(self.interval)
     }
 }
 
@@ -117,7 +127,12 @@ pub async fn run_observed(
             }),
         };
         let duration = started.elapsed();
-        let next_in = pace.period(duration);
+        // A failure (often a timeout) says nothing about the query's cost: retry at the interval.
+        let next_in = if result.is_ok() {
+            pace.period(duration)
+        } else {
+            pace.interval
+        };
         next = tokio::time::Instant::from_std(started) + next_in;
         if (next_in > pace.interval) != stretched {
             stretched = !stretched;
@@ -248,6 +263,17 @@ mod tests {
         );
         assert_eq!(
             pace.period(Duration::from_millis(5)),
+            Duration::from_secs(1)
+        );
+        // Never beyond the ceiling (half of --max-staleness), never below the interval.
+        let capped = pace.with_ceiling(Duration::from_secs(15));
+        assert_eq!(
+            capped.period(Duration::from_secs(2)),
+            Duration::from_secs(15)
+        );
+        let low = Pace::new(Duration::from_secs(1), 0.02).with_ceiling(Duration::from_millis(10));
+        assert_eq!(
+            low.period(Duration::from_millis(600)),
             Duration::from_secs(1)
         );
         // Out-of-range bounds mean "no bound".
