@@ -468,6 +468,11 @@ fn mutate_router(state: Arc<AppState>, config: &WebhookConfig) -> Router {
         .with_state(state)
 }
 
+/// Bytes a connection reads ahead of the handler (HTTP/1 buffer, HTTP/2 flow-control windows).
+const READ_AHEAD: u32 = 64 * 1024;
+/// Concurrent HTTP/2 streams per connection (the API server sends one review per stream).
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+
 /// The request's declared `Content-Length`, if any.
 fn declared_length(request: &axum::extract::Request) -> Option<usize> {
     request
@@ -568,10 +573,20 @@ async fn serve_https(
         let shutdown = shutdown.clone();
         tasks.helper("webhook connection", async move {
             let mut builder = auto::Builder::new(TokioExecutor::new());
+            // A request waiting for an in-flight slot holds what the server read ahead of its
+            // body: keep that small (HTTP/2's own default window, a 64 KiB HTTP/1 buffer), so
+            // the wait costs memory per connection, not per body.
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(timeout);
+                .header_read_timeout(timeout)
+                .max_buf_size(READ_AHEAD as usize);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .initial_stream_window_size(READ_AHEAD)
+                .initial_connection_window_size(READ_AHEAD)
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
             let conn =
                 builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
             tokio::pin!(conn);
