@@ -83,7 +83,7 @@ pub struct WebhookArgs {
     #[arg(
         long,
         env = "AIRFLOW_KEDA_SCALER_WEBHOOK_MAX_IN_FLIGHT",
-        default_value_t = 8
+        default_value_t = 4
     )]
     pub max_in_flight: usize,
     /// After SIGTERM: how long /readyz answers 503 while both ports still serve, so the
