@@ -7,6 +7,8 @@
 //! - A failure is recorded in the store (secret-free), the last good snapshot stays until it
 //!   goes stale. One warning is logged when refreshes start failing (and when the kind of
 //!   error changes), one info line when they recover: never one line per tick.
+//! - The password file (`--database-password-file`) is read again before every refresh; when
+//!   it holds a new password (a rotated Secret) the pool is rebuilt with it, no restart needed.
 //! - The pause between refreshes keeps the refresh's duty cycle (time spent querying / wall
 //!   time) under a bound ([`Pace`]): a query that takes longer than `max_duty_cycle` of the
 //!   interval stretches the interval to `duration / max_duty_cycle`, and the interval comes back
@@ -98,7 +100,7 @@ pub async fn run(db: MetadataDb, store: SnapshotStore, pace: Pace, shutdown: Can
 
 /// [`run`], calling `observe` after every refresh (e.g. to feed Prometheus).
 pub async fn run_observed(
-    db: MetadataDb,
+    mut db: MetadataDb,
     store: SnapshotStore,
     pace: Pace,
     shutdown: CancellationToken,
@@ -112,6 +114,22 @@ pub async fn run_observed(
             biased;
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep_until(next) => {}
+        }
+        // A rotated Secret: the file changed (checked every tick, it is tiny), or it changed
+        // after an authentication failure. Connect with the new password, no restart needed.
+        if db.password_file_changed() {
+            match db.rebuild() {
+                Ok(new) => {
+                    tracing::info!(
+                        database = %db.redacted_url(),
+                        "database password file changed; reconnecting with the new password"
+                    );
+                    db = new;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot use the changed database password file")
+                }
+            }
         }
         let started = Instant::now();
         let result = tokio::select! {
