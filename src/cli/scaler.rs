@@ -28,10 +28,15 @@ pub struct DbArgs {
     /// PostgreSQL schema holding Airflow's tables (Airflow's `[database] sql_alchemy_schema`).
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
-    /// Disable sqlx's statement cache. The refresh queries already use the simple query
-    /// protocol (no prepared statements), which works behind PgBouncer in any pooling mode;
-    /// the flag documents the deployment and keeps any future parameterised query safe.
-    #[arg(long, env = "AIRFLOW_KEDA_SCALER_PGBOUNCER", default_value_t = false)]
+    /// Deprecated, no effect (hidden): the refresh queries use the simple query protocol (no
+    /// prepared statements), which works behind PgBouncer in any pooling mode without a
+    /// setting. Still accepted so existing deployments start; a warning says it does nothing.
+    #[arg(
+        long,
+        env = "AIRFLOW_KEDA_SCALER_PGBOUNCER",
+        default_value_t = false,
+        hide = true
+    )]
     pub pgbouncer: bool,
     /// Timeout for connecting and for one refresh query.
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_DATABASE_TIMEOUT", value_parser = parse_duration, default_value = "5s")]

@@ -150,6 +150,12 @@ impl Scaler {
                  RPC answer UNAVAILABLE before the query has even failed"
             );
         }
+        if config.db.pgbouncer {
+            tracing::warn!(
+                "--pgbouncer (AIRFLOW_KEDA_SCALER_PGBOUNCER) has no effect and is deprecated: \
+                 the scaler works behind PgBouncer in any pooling mode without a setting"
+            );
+        }
         let draining = shutdown::draining_token(&shutdown);
         let tasks = Supervisor::new(shutdown.clone());
         let store = SnapshotStore::new();
