@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use airflow_keda_scaler::{
     cli::{Cli, Command},
     demo,
-    runtime::shutdown::Drain,
+    runtime::shutdown::{Drain, DrainTimes},
     scaler::{self, config::ServeConfig},
     webhook::{self, commands},
 };
@@ -42,7 +42,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             demo::run((&args).into()).await?;
             ExitCode::SUCCESS
         }
-        Command::Webhook(args) => webhook::run((&*args).into(), args.shutdown_grace).await?,
+        Command::Webhook(args) => {
+            let times = DrainTimes {
+                delay: args.drain_delay,
+                grace: args.shutdown_grace,
+            };
+            webhook::run((&*args).into(), times).await?
+        }
         Command::ValidatePolicy(args) => commands::validate_policy(&args.file, stdout)?,
         Command::Mutate(args) => commands::mutate(&(&args).into(), stdout)?,
     })

@@ -172,8 +172,16 @@ fn help_documents_every_flag_with_env_and_default() {
         "--database-url",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
         "--database-password-file",
-        "--pgbouncer",
         "--tls-client-ca",
+        "--drain-delay",
+        "[env: AIRFLOW_KEDA_SCALER_DRAIN_DELAY=] [default: 5s]",
+        "--refresh-max-duty-cycle",
+        "[env: AIRFLOW_KEDA_SCALER_REFRESH_MAX_DUTY_CYCLE=] [default: 2]",
+        "--max-connections",
+        "--max-concurrent-streams",
+        "--keepalive-interval",
+        "--keepalive-timeout",
+        "--idle-timeout",
         "--admin-addr",
         "--probe-addr",
         "--shutdown-grace",
@@ -181,6 +189,15 @@ fn help_documents_every_flag_with_env_and_default() {
     ] {
         assert!(out.contains(needle), "serve --help lacks {needle}:\n{out}");
     }
+    // Deprecated, no effect: still accepted, no longer advertised.
+    assert!(!out.contains("--pgbouncer"), "{out}");
+    let (ok, _, err) = run(&["serve", "--pgbouncer", "--refresh-max-duty-cycle", "0"]);
+    assert!(!ok);
+    assert!(err.contains("out of range"), "{err}");
+    assert!(
+        !err.contains("unexpected argument"),
+        "--pgbouncer still accepted: {err}"
+    );
 }
 
 #[test]

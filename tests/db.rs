@@ -505,7 +505,7 @@ async fn refresher_survives_connection_loss() {
     let task = tokio::spawn(refresher::run_observed(
         mdb,
         store.clone(),
-        Duration::from_millis(50),
+        refresher::Pace::new(Duration::from_millis(50), 1.0),
         shutdown.clone(),
         move |s| {
             let _ = stats_tx.send(s.clone());
@@ -594,7 +594,7 @@ async fn refresher_follows_a_schema_change() {
     let task = tokio::spawn(refresher::run(
         mdb,
         store.clone(),
-        Duration::from_millis(20),
+        refresher::Pace::new(Duration::from_millis(20), 1.0),
         shutdown.clone(),
     ));
     wait_for(&mut rx, "the 2.9 snapshot", |p| {

@@ -235,9 +235,10 @@ async fn stream_is_active_pushes_transitions() {
     r.scaler.stop().await.unwrap();
 }
 
-/// The connection is cut: the last snapshot is served until the staleness bound, then every
-/// RPC answers UNAVAILABLE (never 0 / false) and readiness is NOT_SERVING; after the database
-/// returns, the scaler recovers by itself.
+/// The connection is cut: the last snapshot is served until the staleness bound, then
+/// `GetMetrics` and `IsActive` answer UNAVAILABLE (never 0 / false), readiness is NOT_SERVING,
+/// the spec RPCs still answer and streams stay open, silent; after the database returns, the
+/// scaler recovers by itself and the streams send the current state.
 #[tokio::test]
 async fn database_loss_then_recovery() {
     let db = TestDb::postgres().await;
@@ -291,11 +292,51 @@ async fn database_loss_then_recovery() {
         .is_active(object(&[("workerQueue", "default")]))
         .await;
     assert_eq!(is_active.unwrap_err().code(), Code::Unavailable);
-    // The stream ends with UNAVAILABLE instead of pushing `false`.
-    let ended = stream.message().await;
-    assert_eq!(ended.unwrap_err().code(), Code::Unavailable);
+    // The spec depends only on metadata: it answers while stale, so KEDA's fallback can engage.
+    let spec = r
+        .client
+        .get_metric_spec(object(&[("workerQueue", "default")]))
+        .await
+        .expect("GetMetricSpec answers while the data is stale")
+        .into_inner();
+    assert_eq!(spec.metric_specs.len(), 1);
+    let mut spec_stream = r
+        .client
+        .stream_metric_spec(object(&[("workerQueue", "default")]))
+        .await
+        .expect("StreamMetricSpec opens while stale")
+        .into_inner();
+    assert_eq!(
+        spec_stream
+            .message()
+            .await
+            .unwrap()
+            .unwrap()
+            .metric_specs
+            .len(),
+        1
+    );
+    // The stream stays open and sends nothing while stale (never `false`, never an error that
+    // would start KEDA's reconnect back-off); a new stream opens while stale too.
+    let quiet = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
+    assert!(quiet.is_err(), "nothing sent while stale: {quiet:?}");
+    let mut opened_while_stale = r
+        .client
+        .stream_is_active(object(&[("workerQueue", "default")]))
+        .await
+        .expect("StreamIsActive opens while stale")
+        .into_inner();
 
     relay.restore();
+    // As soon as a fresh snapshot arrives, both streams send the current state.
+    for s in [&mut stream, &mut opened_while_stale] {
+        let pushed = tokio::time::timeout(Duration::from_secs(5), s.message())
+            .await
+            .expect("a push after recovery")
+            .unwrap()
+            .unwrap();
+        assert!(pushed.result);
+    }
     wait_ready(&mut r.health).await;
     assert_eq!(metric(&mut r.client, "default").await.unwrap(), 6);
     r.scaler.stop().await.unwrap();

@@ -65,18 +65,20 @@ fn write(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-async fn start_tls(db: &TestDb, files: TlsFiles) -> Scaler {
+async fn start_tls(db: &TestDb, files: TlsFiles, metrics: Metrics) -> Scaler {
     let config = ScalerConfig {
         grpc: GrpcOptions {
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
             probe_addr: Some("127.0.0.1:0".parse().unwrap()),
             max_staleness: Duration::from_secs(30),
             tls: Some(files),
-            metrics: Metrics::new(),
+            metrics,
+            limits: Default::default(),
         },
         admin_addr: None,
         declared: WorkerQueues::parse(WORKER_QUEUES).unwrap(),
         refresh_interval: Duration::from_millis(100),
+        refresh_max_duty_cycle: 1.0,
         db: db_config(db.url()),
     };
     let scaler = Scaler::start(config, CancellationToken::new())
@@ -132,6 +134,7 @@ async fn seeded_db() -> TestDb {
 #[tokio::test]
 async fn mutual_tls_requires_a_valid_client_certificate() {
     let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
     let server_ca = Ca::new("server-ca");
     let client_ca = Ca::new("client-ca");
     let other_ca = Ca::new("other-ca");
@@ -153,6 +156,7 @@ async fn mutual_tls_requires_a_valid_client_certificate() {
             client_ca: Some(paths[2].clone()),
             reload_interval: Duration::from_millis(100),
         },
+        metrics.clone(),
     )
     .await;
     let addr = scaler.grpc_addr;
@@ -177,6 +181,24 @@ async fn mutual_tls_requires_a_valid_client_certificate() {
         Err(e) => Err(e.to_string()),
     };
     assert!(foreign.is_err(), "foreign client certificate was accepted");
+    // Both refusals are counted.
+    let declared = WorkerQueues::parse(WORKER_QUEUES).unwrap();
+    let refused = || {
+        let text = metrics.encode(&scaler.store, &declared, Duration::from_secs(30));
+        text.lines()
+            .find_map(|l| l.strip_prefix("airflow_keda_scaler_tls_handshakes_refused_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let started = std::time::Instant::now();
+    while refused() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused: {}",
+            refused()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Rotate the client CA to `other-ca`: that client is accepted from the next handshake on.
     write(&paths[2], &other_ca.pem());
@@ -215,6 +237,7 @@ async fn server_certificate_rotates_without_restart() {
             client_ca: None,
             reload_interval: Duration::from_millis(100),
         },
+        Metrics::new(),
     )
     .await;
     let addr = scaler.grpc_addr;

@@ -137,6 +137,7 @@ impl Process {
             .arg(&queues)
             .args(["--refresh-interval", "200ms", "--max-staleness", "2s"])
             .args(["--database-timeout", "1s", "--shutdown-grace", grace])
+            .args(["--drain-delay", "0s"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -145,6 +145,7 @@ impl Harness {
             reload_interval: Duration::from_millis(50),
             max_body_bytes: 256 * 1024,
             request_timeout,
+            max_in_flight: 8,
         };
         let token = CancellationToken::new();
         let server = server::start(config, token.clone()).await.unwrap();
@@ -941,6 +942,7 @@ async fn self_signed_for_local_runs() {
             reload_interval: Duration::from_secs(1),
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(5),
+            max_in_flight: 8,
         },
         token.clone(),
     )

@@ -307,6 +307,7 @@ pub async fn start_webhook(cert: &Cert, shutdown: CancellationToken) -> webhook:
         reload_interval: Duration::from_secs(5),
         max_body_bytes: 3 * 1024 * 1024,
         request_timeout: Duration::from_secs(10),
+        max_in_flight: 8,
     };
     let running = webhook::start(config, shutdown).await.unwrap();
     for _ in 0..500 {

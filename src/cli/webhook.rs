@@ -77,7 +77,23 @@ pub struct WebhookArgs {
     /// Time allowed for one request, TLS handshake and headers included.
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_WEBHOOK_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub request_timeout: Duration,
-    /// How long in-flight requests get after SIGTERM before the process exits.
+    /// Reviews read and decoded at once; further requests wait (body unread) for a slot within
+    /// --request-timeout. Bounds memory: each in-flight review may hold --max-body-bytes and
+    /// its decoded pod.
+    #[arg(
+        long,
+        env = "AIRFLOW_KEDA_SCALER_WEBHOOK_MAX_IN_FLIGHT",
+        default_value_t = 4
+    )]
+    pub max_in_flight: usize,
+    /// After SIGTERM: how long /readyz answers 503 while both ports still serve, so the
+    /// Service's endpoints drop the pod before anything is refused (with failurePolicy Ignore,
+    /// a refused review is a pod admitted without the policy). Keep terminationGracePeriodSeconds
+    /// above --drain-delay + --shutdown-grace.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_WEBHOOK_DRAIN_DELAY", value_parser = parse_duration, default_value = "5s")]
+    pub drain_delay: Duration,
+    /// After the drain delay: how long in-flight requests get once the ports stop accepting,
+    /// before the process exits.
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_WEBHOOK_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
 }
@@ -136,6 +152,7 @@ impl From<&WebhookArgs> for WebhookConfig {
             reload_interval: a.reload_interval,
             max_body_bytes: a.max_body_bytes,
             request_timeout: a.request_timeout,
+            max_in_flight: a.max_in_flight,
         }
     }
 }

@@ -348,10 +348,12 @@ async fn run_on(args: &DemoConfig, path: &std::path::Path) -> Result<(), DemoErr
             max_staleness: Duration::from_secs(30),
             tls: None,
             metrics: Metrics::new(),
+            limits: Default::default(),
         },
         admin_addr: None,
         declared: declared.clone(),
         refresh_interval: (args.tick / 2).max(Duration::from_millis(100)),
+        refresh_max_duty_cycle: 1.0,
         db: DbConfig::url(format!("sqlite:///{}", path.display())),
     };
     let scaler = Scaler::start(config, token.clone()).await?;

@@ -1,6 +1,7 @@
 //! Process plumbing shared by the scaler and the webhook, with no knowledge of either:
 //!
-//! - [`shutdown`]: the two-stage SIGTERM drain.
+//! - [`shutdown`]: the SIGTERM drain (readiness off, drain delay, grace).
+//! - [`conn`]: connection limits (cap, idle timeout, accept back-off).
 //! - [`telemetry`]: logging setup.
 //! - [`admin`]: the one plain-HTTP admin server (`/livez`, `/readyz`, `/metrics`).
 //! - [`reload`]: files re-read when their content changes.
@@ -8,6 +9,7 @@
 //! - [`tasks`]: task supervision (a critical task that ends stops the process).
 
 pub mod admin;
+pub mod conn;
 pub mod reload;
 pub mod shutdown;
 pub mod tasks;

@@ -1,6 +1,10 @@
 //! The scaler's Prometheus metrics. Label values come only from bounded sets: RPC method names
 //! and gRPC codes (fixed lists), refresh error kinds (fixed list) and the worker queues declared
 //! in the worker-queue file (never from trigger metadata, which any ScaledObject can invent).
+//!
+//! The snapshot's numbers (`queued_tasks`, `running_tasks`, `desired_workers`, `parallelism`)
+//! are exposed only while the snapshot is fresh: while `ready` is 0 they are absent, so a
+//! dashboard cannot show stale numbers as live (Prometheus marks the series stale).
 
 use std::{
     sync::{Arc, atomic::AtomicU64},
@@ -67,6 +71,8 @@ pub struct Metrics {
 #[derive(Debug)]
 struct Inner {
     registry: Registry,
+    /// The snapshot's numbers, encoded only while the snapshot is fresh.
+    live: Registry,
     queued: Family<QueueLabels, Gauge>,
     running: Family<QueueLabels, Gauge>,
     desired: Family<QueueLabels, Gauge>,
@@ -78,6 +84,8 @@ struct Inner {
     rpcs: Family<RpcLabels, Counter>,
     rpc_latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
     open_streams: Family<MethodLabels, Gauge>,
+    refresh_interval: Gauge<f64, AtomicU64>,
+    tls_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -89,6 +97,9 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("airflow_keda_scaler");
+        let mut live = Registry::with_prefix("airflow_keda_scaler");
+        let refresh_interval = Gauge::<f64, AtomicU64>::default();
+        let tls_refused = Counter::default();
         let queued = Family::<QueueLabels, Gauge>::default();
         let running = Family::<QueueLabels, Gauge>::default();
         let desired = Family::<QueueLabels, Gauge>::default();
@@ -101,22 +112,22 @@ impl Metrics {
         let rpc_latency: Family<MethodLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(rpc_latency_histogram);
         let open_streams = Family::<MethodLabels, Gauge>::default();
-        registry.register(
+        live.register(
             "queued_tasks",
             "Queued task instances per declared worker queue (latest snapshot)",
             queued.clone(),
         );
-        registry.register(
+        live.register(
             "running_tasks",
             "Running task instances per declared worker queue (latest snapshot)",
             running.clone(),
         );
-        registry.register(
+        live.register(
             "desired_workers",
             "clamp(ceil((queued + running) / maxTasksPerWorker), min, max) per declared worker queue",
             desired.clone(),
         );
-        registry.register(
+        live.register(
             "parallelism",
             "(sum of desired workers) x (sum of maxTasksPerWorker) over declared worker queues",
             parallelism.clone(),
@@ -152,9 +163,24 @@ impl Metrics {
             "Open server streams by method",
             open_streams.clone(),
         );
+        registry.register(
+            "refresh_interval_effective_seconds",
+            "Start-to-start time of refreshes: --refresh-interval, stretched while the query \
+             takes more than --refresh-max-duty-cycle of it",
+            refresh_interval.clone(),
+        );
+        registry.register(
+            "tls_handshakes_refused",
+            "TLS handshakes on the gRPC port that failed or timed out (e.g. a client without a \
+             certificate the client CA signed)",
+            tls_refused.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
+                live,
+                refresh_interval,
+                tls_refused,
                 queued,
                 running,
                 desired,
@@ -198,6 +224,16 @@ impl Metrics {
 
     pub fn refresh_ok(&self, elapsed: Duration) {
         self.inner.refresh_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records the effective refresh interval.
+    pub fn refresh_interval(&self, interval: Duration) {
+        self.inner.refresh_interval.set(interval.as_secs_f64());
+    }
+
+    /// The counter of refused TLS handshakes (handed to the TLS acceptor).
+    pub fn tls_refused(&self) -> Counter {
+        self.inner.tls_refused.clone()
     }
 
     pub fn refresh_failed(&self, kind: &'static str) {
@@ -246,9 +282,16 @@ impl Metrics {
         declared: &WorkerQueues,
         max_staleness: Duration,
     ) -> String {
-        self.observe_snapshot(&store.current(), declared, max_staleness);
+        let published = store.current();
+        self.observe_snapshot(&published, declared, max_staleness);
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.inner.registry).is_err() {
+        if prometheus_client::encoding::text::encode_registry(&mut out, &self.inner.registry)
+            .is_err()
+            || (published.fresh(max_staleness).is_ok()
+                && prometheus_client::encoding::text::encode_registry(&mut out, &self.inner.live)
+                    .is_err())
+            || prometheus_client::encoding::text::encode_eof(&mut out).is_err()
+        {
             out.clear();
         }
         out
@@ -263,13 +306,14 @@ pub struct AdminMetrics {
     pub declared: Arc<WorkerQueues>,
     pub metrics: Metrics,
     pub max_staleness: Duration,
-    pub shutdown: CancellationToken,
+    /// Cancelled when the process starts draining (readiness off).
+    pub draining: CancellationToken,
 }
 
 impl AdminView for AdminMetrics {
     fn readiness(&self) -> Result<String, String> {
-        if self.shutdown.is_cancelled() {
-            return Err("shutting down\n".to_string());
+        if self.draining.is_cancelled() {
+            return Err("shutting down: draining\n".to_string());
         }
         match self.store.current().fresh(self.max_staleness) {
             Ok(_) => Ok("ok\n".to_string()),
@@ -371,5 +415,23 @@ mod tests {
         drop(guard);
         let text = m.encode(&store, &declared, Duration::from_secs(30));
         assert!(text.contains("airflow_keda_scaler_open_streams{method=\"StreamIsActive\"} 0"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+
+        // Stale: the snapshot's numbers are gone, not shown as live.
+        let text = m.encode(&store, &declared, Duration::ZERO);
+        assert!(text.contains("airflow_keda_scaler_ready 0"), "{text}");
+        for gone in [
+            "queued_tasks",
+            "running_tasks",
+            "desired_workers",
+            "parallelism",
+        ] {
+            assert!(
+                !text.contains(gone),
+                "{gone} still shown while stale:\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -291,7 +291,6 @@ def test_database_url_comes_from_a_secret(value_set, env, secret, key):
                 "AIRFLOW_KEDA_SCALER_WORKER_QUEUES": f"{CONFIG_DIR}/worker-queues.yaml",
                 "AIRFLOW_KEDA_SCALER_DATABASE_TIMEOUT": "5s",
                 "AIRFLOW_KEDA_SCALER_DATABASE_SCHEMA": "airflow",
-                "AIRFLOW_KEDA_SCALER_PGBOUNCER": "true",
                 "AIRFLOW_KEDA_SCALER_DATABASE_PASSWORD_FILE": f"{CONFIG_DIR}/database/password",
             },
         ),

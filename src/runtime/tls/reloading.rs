@@ -10,8 +10,8 @@ use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use futures::Stream;
 use rustls::server::danger::ClientCertVerifier;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -180,12 +180,22 @@ impl ReloadingTls {
         }
     }
 
-    /// The TLS connections completed on `listener` (see [`acceptor::incoming`]).
+    /// The TLS connections completed on `listener` under `limits` (see
+    /// [`acceptor::incoming`]); `refused` counts failed handshakes.
     pub fn incoming(
         &self,
         listener: TcpListener,
+        limits: crate::runtime::conn::ConnLimits,
+        refused: prometheus_client::metrics::counter::Counter,
         shutdown: CancellationToken,
-    ) -> impl Stream<Item = (TlsStream<TcpStream>, std::net::SocketAddr)> + use<> {
-        acceptor::incoming(listener, self.acceptor.clone(), HANDSHAKE_TIMEOUT, shutdown)
+    ) -> impl Stream<Item = (acceptor::TlsConn, std::net::SocketAddr)> + use<> {
+        acceptor::incoming(
+            listener,
+            self.acceptor.clone(),
+            HANDSHAKE_TIMEOUT,
+            limits,
+            refused,
+            shutdown,
+        )
     }
 }

@@ -58,6 +58,10 @@ struct Inner {
     secrets: Vec<String>,
     timeout: Duration,
     persistent: bool,
+    /// What the handle was built from (to rebuild it when the password file changes).
+    config: DbConfig,
+    /// The password read from `--database-password-file`, if one is configured.
+    file_password: Option<String>,
 }
 
 /// A read-only handle on the Airflow metadata database. Cheap to clone.
@@ -91,10 +95,12 @@ impl MetadataDb {
         let (raw, source) = resolve_url(args)?;
         let mut url = ParsedUrl::parse(&raw)?;
         let mut secrets = url.secrets();
+        let mut file_password = None;
         if let Some(file) = &args.database_password_file {
             let password = read_password_file(file)?;
             secrets.push(password.clone());
-            url.password = Some(password);
+            url.password = Some(password.clone());
+            file_password = Some(password);
         }
         let settings = Settings {
             schema: args.database_schema.clone().filter(|s| !s.is_empty()),
@@ -129,8 +135,29 @@ impl MetadataDb {
                 secrets,
                 timeout,
                 persistent: !settings.pgbouncer,
+                config: args.clone(),
+                file_password,
             }),
         })
+    }
+
+    /// Whether `--database-password-file` now holds another password than the one in use
+    /// (a rotated Secret). An unreadable file counts as unchanged (the error shows at the
+    /// next rebuild, not on every tick).
+    pub fn password_file_changed(&self) -> bool {
+        let Some(file) = &self.inner.config.database_password_file else {
+            return false;
+        };
+        match read_password_file(file) {
+            Ok(now) => Some(&now) != self.inner.file_password.as_ref(),
+            Err(_) => false,
+        }
+    }
+
+    /// A new handle (new pool) built from the same configuration, reading the password file
+    /// again. The old handle's connections close when it is dropped.
+    pub fn rebuild(&self) -> Result<Self, DbError> {
+        Self::build(&self.inner.config)
     }
 
     /// The URL without password or parameters, e.g. `postgres://airflow@db:5432/airflow`.
