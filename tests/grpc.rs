@@ -325,13 +325,36 @@ async fn unreachable_database_at_start_is_unavailable_not_zero() {
     r.scaler.stop().await.unwrap();
 }
 
-/// gRPC reflection lists the scaler and health services.
+/// Lists the services over gRPC reflection of version `$v` (`v1` or `v1alpha`).
+macro_rules! reflection_services {
+    ($v:ident, $addr:expr) => {{
+        use tonic_reflection::pb::$v::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest,
+            server_reflection_response::MessageResponse,
+        };
+        let mut client = ServerReflectionClient::new(channel($addr).await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect(concat!("reflection ", stringify!($v), " is served"))
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("unexpected reflection answer");
+        };
+        list.service.into_iter().map(|s| s.name).collect::<Vec<String>>()
+    }};
+}
+
+/// gRPC reflection, both v1 and v1alpha (grpcurl < 1.9 speaks only v1alpha), lists the scaler
+/// and health services.
 #[tokio::test]
-async fn reflection_lists_services() {
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
+async fn reflection_v1_and_v1alpha_list_services() {
     let db = TestDb::sqlite().await;
     create(&db, AirflowVersion::V3, &[]).await;
     let r = start(
@@ -340,28 +363,13 @@ async fn reflection_lists_services() {
         Duration::from_secs(30),
     )
     .await;
-    let mut client = ServerReflectionClient::new(channel(r.scaler.grpc_addr).await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection answer");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"externalscaler.ExternalScaler".to_string()),
-        "{names:?}"
-    );
-    assert!(
-        names.contains(&"grpc.health.v1.Health".to_string()),
-        "{names:?}"
-    );
+    for names in [
+        reflection_services!(v1, r.scaler.grpc_addr),
+        reflection_services!(v1alpha, r.scaler.grpc_addr),
+    ] {
+        for service in ["externalscaler.ExternalScaler", "grpc.health.v1.Health"] {
+            assert!(names.iter().any(|n| n == service), "{names:?}");
+        }
+    }
     r.scaler.stop().await.unwrap();
 }
