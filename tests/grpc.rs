@@ -209,7 +209,6 @@ async fn stream_is_active_pushes_transitions() {
         "idle at first"
     );
 
-    let started = std::time::Instant::now();
     let row = FixtureRow::new("dag", "t", "run", Some("queued"), "default");
     airflow_fixture::execute(
         db.url(),
@@ -221,21 +220,38 @@ async fn stream_is_active_pushes_transitions() {
     )
     .await
     .unwrap();
-    let pushed = tokio::time::timeout(Duration::from_secs(5), stream.message())
+    // A deadline on the event, generous for a busy machine (push latency is measured in the
+    // benchmarks, P4, not here).
+    let pushed = tokio::time::timeout(Duration::from_secs(10), stream.message())
         .await
-        .expect("pushed within 5 s")
+        .expect("pushed within 10 s")
         .unwrap()
         .unwrap();
     assert!(pushed.result);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
 
-    // No repeat while nothing changes.
-    let again = tokio::time::timeout(Duration::from_millis(400), stream.message()).await;
-    assert!(again.is_err(), "no push without a transition: {again:?}");
+    // No repeat while nothing changes: many refreshes later, the next message the stream
+    // carries is the next transition (`false`, once the task is done), not another `true`.
+    let mut published = r.scaler.store.subscribe();
+    let generation = published.borrow_and_update().generation;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while published.borrow_and_update().generation < generation + 5 {
+            published.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("5 more refreshes within 10 s");
+    airflow_fixture::execute(
+        db.url(),
+        &["UPDATE task_instance SET state = 'success'".to_string()],
+    )
+    .await
+    .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("pushed within 10 s")
+        .unwrap()
+        .unwrap();
+    assert!(!next.result, "a repeated `true` came before the transition to `false`");
     r.scaler.stop().await.unwrap();
 }
 
@@ -267,11 +283,22 @@ async fn database_loss_then_recovery() {
         .unwrap()
         .into_inner();
     assert!(stream.message().await.unwrap().unwrap().result);
-    while cut_at.elapsed() < staleness + Duration::from_secs(1) {
+    // Until the first UNAVAILABLE (deadline 20 s). A served answer must have been asked for
+    // within the staleness bound (plus one refresh): the server cannot answer from a snapshot
+    // older than the bound, and a slow machine only makes `asked` earlier, never later.
+    while unavailable == 0 {
+        assert!(
+            cut_at.elapsed() < Duration::from_secs(20),
+            "still served 20 s after the cut"
+        );
+        let asked = cut_at.elapsed();
         match metric(&mut r.client, "default").await {
             Ok(v) => {
                 assert_eq!(v, 6, "the last snapshot, never 0");
-                assert!(cut_at.elapsed() < staleness + Duration::from_millis(500));
+                assert!(
+                    asked < staleness + Duration::from_millis(100),
+                    "served {asked:?} after the cut"
+                );
                 served += 1;
             }
             Err(status) => {
@@ -305,7 +332,8 @@ async fn database_loss_then_recovery() {
     r.scaler.stop().await.unwrap();
 }
 
-/// Without a reachable database the server still starts, answers UNAVAILABLE and is not ready.
+/// Without a reachable database the server still starts, answers UNAVAILABLE and is not ready;
+/// once a refresh has failed, the answer carries its reason, without the password.
 #[tokio::test]
 async fn unreachable_database_at_start_is_unavailable_not_zero() {
     let mut r = start(
@@ -314,9 +342,22 @@ async fn unreachable_database_at_start_is_unavailable_not_zero() {
         Duration::from_secs(30),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait for the event (the first failed refresh recorded), not for a guessed time: before
+    // it, the answer is a placeholder that cannot contain the password anyway.
+    let mut published = r.scaler.store.subscribe();
+    let reason = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(reason) = published.borrow_and_update().last_error.clone() {
+                break reason;
+            }
+            published.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("a failed refresh within 20 s");
     let err = metric(&mut r.client, "default").await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains(&*reason), "{} / {reason}", err.message());
     assert!(!err.message().contains("s3cr3t"), "{}", err.message());
     assert_eq!(
         health_of(&mut r.health, "readiness").await,
