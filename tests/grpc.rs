@@ -251,7 +251,10 @@ async fn stream_is_active_pushes_transitions() {
         .expect("pushed within 10 s")
         .unwrap()
         .unwrap();
-    assert!(!next.result, "a repeated `true` came before the transition to `false`");
+    assert!(
+        !next.result,
+        "a repeated `true` came before the transition to `false`"
+    );
     r.scaler.stop().await.unwrap();
 }
 
@@ -357,7 +360,11 @@ async fn unreachable_database_at_start_is_unavailable_not_zero() {
     .expect("a failed refresh within 20 s");
     let err = metric(&mut r.client, "default").await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    assert!(err.message().contains(&*reason), "{} / {reason}", err.message());
+    assert!(
+        err.message().contains(&*reason),
+        "{} / {reason}",
+        err.message()
+    );
     assert!(!err.message().contains("s3cr3t"), "{}", err.message());
     assert_eq!(
         health_of(&mut r.health, "readiness").await,
@@ -371,8 +378,7 @@ macro_rules! reflection_services {
     ($v:ident, $addr:expr) => {{
         use tonic_reflection::pb::$v::{
             ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-            server_reflection_request::MessageRequest,
-            server_reflection_response::MessageResponse,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         };
         let mut client = ServerReflectionClient::new(channel($addr).await);
         let request = ServerReflectionRequest {
@@ -388,7 +394,10 @@ macro_rules! reflection_services {
         let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
             panic!("unexpected reflection answer");
         };
-        list.service.into_iter().map(|s| s.name).collect::<Vec<String>>()
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
     }};
 }
 

@@ -263,8 +263,9 @@ async fn statuses(
 /// The number of hostile cases README and docs/proof.md state (both must say the same).
 fn documented_case_count() -> usize {
     let count_before = |file: &str, marker: &str| -> usize {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_owned() + file)
-            .unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_owned() + file)
+                .unwrap();
         let at = text
             .find(marker)
             .unwrap_or_else(|| panic!("{file} no longer says `N{marker}`"));
@@ -302,7 +303,11 @@ async fn hostile_metadata_is_invalid_argument_and_harmless() {
 
     let cases = cases();
     // README and docs/proof.md state how many cases this proof runs; they must stay true.
-    assert_eq!(cases.len(), documented_case_count(), "cases run vs documented");
+    assert_eq!(
+        cases.len(),
+        documented_case_count(),
+        "cases run vs documented"
+    );
     let mut longest = (0, "");
     let mut calls = 0;
     for case in &cases {
