@@ -185,6 +185,77 @@ fn help_documents_every_flag_with_env_and_default() {
     }
 }
 
+/// The demo shows the whole loop: the `ml` worker queue (minWorkers 0) goes inactive and its
+/// simulated workers reach 0, then tasks arrive, IsActive turns true and it scales up from zero.
+/// Into a pipe: the banner once, no escape codes on stdout nor in the logs.
+#[test]
+fn demo_shows_scale_to_zero_then_activation_without_escape_codes() {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--duration",
+            "120s",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--tick",
+            "100ms",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let mut seen = Vec::new();
+    let (mut at_zero, mut activated) = (false, false);
+    while !activated {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no scale to zero then activation:\n{}", seen.join("\n")));
+        // WORKER QUEUE, AIRFLOW QUEUES, QUEUED, RUNNING, KEDA METRIC, TARGET, ACTIVE, WORKERS,
+        // DESIRED WORKERS (+ its range).
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        if cells.first() == Some(&"ml") && cells.len() >= 9 {
+            let (active, workers, desired) = (cells[6], cells[7], cells[8]);
+            if active == "false" && workers == "0" && desired == "0" {
+                at_zero = true;
+            } else if at_zero && active == "true" && desired != "0" {
+                activated = true;
+            }
+        }
+        seen.push(line);
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let out = seen.join("\n");
+    assert!(out.starts_with("airflow-keda-scaler demo"), "{out}");
+    assert_eq!(out.matches("grpcurl -plaintext").count(), 1, "banner once");
+    assert!(out.contains("WORKERS  DESIRED WORKERS"), "{out}");
+    assert!(!out.contains('\x1b'), "escape codes on a pipe:\n{out}");
+    assert!(stderr.contains("starting scaler"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "colours in the logs of a pipe:\n{stderr}"
+    );
+}
+
 #[test]
 fn demo_runs_and_stops_by_itself() {
     let out = Command::new(BIN)
