@@ -21,8 +21,9 @@ mod round_trips;
 
 use std::{panic::AssertUnwindSafe, process::ExitCode, sync::Mutex, time::Instant};
 
-use airflow_keda_scaler::{airflow_fixture::AirflowVersion, db::Dialect};
+use airflow_keda_scaler::scaler::db::Dialect;
 use common::{BenchDb, Mode, Row, machine, run_scoped, server_runtime, small_rows, table};
+use testkit::airflow::AirflowVersion;
 
 /// The first panic message since the last [`take_panic`]: the cause of a failed figure (later
 /// panics are consequences, such as a `JoinError` unwrapped by the caller).

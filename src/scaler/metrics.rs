@@ -1,0 +1,469 @@
+//! The scaler's Prometheus metrics. Label values come only from bounded sets: RPC method names
+//! and gRPC codes (fixed lists), refresh error kinds (fixed list) and the worker queues declared
+//! in the worker-queue file (never from trigger metadata, which any ScaledObject can invent).
+
+use std::{
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    runtime::admin::AdminView,
+    scaler::model::sizing::Plan,
+    scaler::model::worker_queue::WorkerQueues,
+    scaler::snapshot::{Published, SnapshotStore},
+};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    worker_queue: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    method: &'static str,
+    code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    what: &'static str,
+    result: &'static str,
+}
+
+fn rpc_latency_histogram() -> Histogram {
+    // 50 µs … ~0.8 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 15))
+}
+
+fn refresh_histogram() -> Histogram {
+    // 1 ms … ~16 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// All scaler metrics, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    queued: Family<QueueLabels, Gauge>,
+    running: Family<QueueLabels, Gauge>,
+    desired: Family<QueueLabels, Gauge>,
+    parallelism: Gauge,
+    snapshot_age: Gauge<f64, AtomicU64>,
+    ready: Gauge,
+    refresh_duration: Histogram,
+    refresh_errors: Family<KindLabels, Counter>,
+    rpcs: Family<RpcLabels, Counter>,
+    rpc_latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    open_streams: Family<MethodLabels, Gauge>,
+    tls_reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("airflow_keda_scaler");
+        let queued = Family::<QueueLabels, Gauge>::default();
+        let running = Family::<QueueLabels, Gauge>::default();
+        let desired = Family::<QueueLabels, Gauge>::default();
+        let parallelism = Gauge::default();
+        let snapshot_age = Gauge::<f64, AtomicU64>::default();
+        let ready = Gauge::default();
+        let refresh_duration = refresh_histogram();
+        let refresh_errors = Family::<KindLabels, Counter>::default();
+        let rpcs = Family::<RpcLabels, Counter>::default();
+        let rpc_latency: Family<MethodLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(rpc_latency_histogram);
+        let open_streams = Family::<MethodLabels, Gauge>::default();
+        let tls_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "queued_tasks",
+            "Queued task instances per declared worker queue (latest snapshot)",
+            queued.clone(),
+        );
+        registry.register(
+            "running_tasks",
+            "Running task instances per declared worker queue (latest snapshot)",
+            running.clone(),
+        );
+        registry.register(
+            "desired_workers",
+            "clamp(ceil((queued + running) / maxTasksPerWorker), min, max) per declared worker queue",
+            desired.clone(),
+        );
+        registry.register(
+            "parallelism",
+            "(sum of desired workers) x (sum of maxTasksPerWorker) over declared worker queues",
+            parallelism.clone(),
+        );
+        registry.register(
+            "snapshot_age_seconds",
+            "Age of the latest good snapshot (-1 when there is none)",
+            snapshot_age.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 while a snapshot younger than --max-staleness exists",
+            ready.clone(),
+        );
+        registry.register(
+            "refresh_duration_seconds",
+            "Duration of successful refresh queries",
+            refresh_duration.clone(),
+        );
+        registry.register(
+            "refresh_errors",
+            "Failed refreshes by kind",
+            refresh_errors.clone(),
+        );
+        registry.register("rpcs", "gRPC calls by method and code", rpcs.clone());
+        registry.register(
+            "rpc_duration_seconds",
+            "gRPC call latency by method (stream methods: until the stream is opened)",
+            rpc_latency.clone(),
+        );
+        registry.register(
+            "open_streams",
+            "Open server streams by method",
+            open_streams.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "Changes of the gRPC TLS files seen by the reloader, by file (certificate, client_ca) \
+             and result (applied; rejected: invalid, the previous one is kept; unreadable)",
+            tls_reloads.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                queued,
+                running,
+                desired,
+                parallelism,
+                snapshot_age,
+                ready,
+                refresh_duration,
+                refresh_errors,
+                rpcs,
+                rpc_latency,
+                open_streams,
+                tls_reloads,
+            }),
+        }
+    }
+
+    /// Records what the TLS reloader did with a changed file: `what` is `certificate` or
+    /// `client_ca`, `result` `applied`, `rejected` or `unreadable`.
+    pub fn tls_reload(&self, what: &'static str, result: &'static str) {
+        self.inner
+            .tls_reloads
+            .get_or_create(&ReloadLabels { what, result })
+            .inc();
+    }
+
+    /// How many times the reloader reported `what` / `result` (tests and the demo wait on it).
+    pub fn tls_reloads(&self, what: &'static str, result: &'static str) -> u64 {
+        self.inner
+            .tls_reloads
+            .get_or_create(&ReloadLabels { what, result })
+            .get()
+    }
+
+    /// Records one finished RPC.
+    pub fn rpc(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
+        self.inner
+            .rpcs
+            .get_or_create(&RpcLabels {
+                method,
+                code: code_name(code),
+            })
+            .inc();
+        self.inner
+            .rpc_latency
+            .get_or_create(&MethodLabels { method })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts an open stream until the returned guard drops.
+    pub fn stream_opened(&self, method: &'static str) -> StreamGuard {
+        let gauge = self
+            .inner
+            .open_streams
+            .get_or_create(&MethodLabels { method })
+            .clone();
+        gauge.inc();
+        StreamGuard { gauge }
+    }
+
+    pub fn refresh_ok(&self, elapsed: Duration) {
+        self.inner.refresh_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn refresh_failed(&self, kind: &'static str) {
+        self.inner
+            .refresh_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    /// Sets the per-queue gauges from a snapshot state (called on publish and at scrape).
+    pub fn observe_snapshot(
+        &self,
+        published: &Published,
+        declared: &WorkerQueues,
+        max_staleness: Duration,
+    ) {
+        let i = &self.inner;
+        i.ready
+            .set(i64::from(published.fresh(max_staleness).is_ok()));
+        match &published.latest {
+            None => {
+                i.snapshot_age.set(-1.0);
+            }
+            Some(snapshot) => {
+                i.snapshot_age.set(snapshot.age().as_secs_f64());
+                let plan = Plan::compute(declared, snapshot);
+                for q in &plan.worker_queues {
+                    let labels = QueueLabels {
+                        worker_queue: q.worker_queue.clone(),
+                    };
+                    i.queued.get_or_create(&labels).set(gauge_value(q.queued));
+                    i.running.get_or_create(&labels).set(gauge_value(q.running));
+                    i.desired
+                        .get_or_create(&labels)
+                        .set(i64::from(q.desired_workers));
+                }
+                i.parallelism.set(gauge_value(plan.parallelism));
+            }
+        }
+    }
+
+    /// Prometheus text exposition, with scrape-time values refreshed from `store`.
+    pub fn encode(
+        &self,
+        store: &SnapshotStore,
+        declared: &WorkerQueues,
+        max_staleness: Duration,
+    ) -> String {
+        self.observe_snapshot(&store.current(), declared, max_staleness);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.inner.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// What the admin server shows of the scaler: ready while a fresh snapshot exists (and not
+/// shutting down), and the metrics with scrape-time values.
+#[derive(Debug, Clone)]
+pub struct AdminMetrics {
+    pub store: SnapshotStore,
+    pub declared: Arc<WorkerQueues>,
+    pub metrics: Metrics,
+    pub max_staleness: Duration,
+    pub shutdown: CancellationToken,
+}
+
+impl AdminView for AdminMetrics {
+    fn readiness(&self) -> Result<String, String> {
+        if self.shutdown.is_cancelled() {
+            return Err("shutting down\n".to_string());
+        }
+        match self.store.current().fresh(self.max_staleness) {
+            Ok(_) => Ok("ok\n".to_string()),
+            Err(e) => Err(format!("{e}\n")),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics
+            .encode(&self.store, &self.declared, self.max_staleness)
+    }
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Decrements the open-streams gauge on drop.
+#[derive(Debug)]
+pub struct StreamGuard {
+    gauge: Gauge,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Stable lowercase names of gRPC codes (a fixed set: bounded labels).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "ok",
+        Cancelled => "cancelled",
+        Unknown => "unknown",
+        InvalidArgument => "invalid_argument",
+        DeadlineExceeded => "deadline_exceeded",
+        NotFound => "not_found",
+        AlreadyExists => "already_exists",
+        PermissionDenied => "permission_denied",
+        ResourceExhausted => "resource_exhausted",
+        FailedPrecondition => "failed_precondition",
+        Aborted => "aborted",
+        OutOfRange => "out_of_range",
+        Unimplemented => "unimplemented",
+        Internal => "internal",
+        Unavailable => "unavailable",
+        DataLoss => "data_loss",
+        Unauthenticated => "unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scaler::snapshot::{AirflowSchema, QueueCount, Snapshot, TaskState};
+
+    #[test]
+    fn exposition_reports_declared_queues_rpcs_and_streams() {
+        let m = Metrics::new();
+        let declared = WorkerQueues::parse(
+            "workerQueues:\n  - name: default\n  - name: ml\n    queues: [ml]\n",
+        )
+        .unwrap();
+        let store = SnapshotStore::new();
+        let text = m.encode(&store, &declared, Duration::from_secs(30));
+        assert!(text.contains("airflow_keda_scaler_ready 0"), "{text}");
+        store.publish(Snapshot::new(
+            AirflowSchema::Airflow2,
+            vec![QueueCount {
+                queue: "default".into(),
+                state: TaskState::Queued,
+                executor: None,
+                count: 40,
+            }],
+        ));
+        m.rpc("GetMetrics", tonic::Code::Ok, Duration::from_micros(120));
+        m.rpc(
+            "GetMetrics",
+            tonic::Code::Unavailable,
+            Duration::from_micros(80),
+        );
+        let guard = m.stream_opened("StreamIsActive");
+        let text = m.encode(&store, &declared, Duration::from_secs(30));
+        for needle in [
+            "airflow_keda_scaler_ready 1",
+            "airflow_keda_scaler_queued_tasks{worker_queue=\"default\"} 40",
+            "airflow_keda_scaler_desired_workers{worker_queue=\"default\"} 3",
+            "airflow_keda_scaler_desired_workers{worker_queue=\"ml\"} 1",
+            // (3 + 1) × (16 + 16)
+            "airflow_keda_scaler_parallelism 128",
+            "airflow_keda_scaler_rpcs_total{method=\"GetMetrics\",code=\"unavailable\"} 1",
+            "airflow_keda_scaler_open_streams{method=\"StreamIsActive\"} 1",
+            "airflow_keda_scaler_rpc_duration_seconds_count{method=\"GetMetrics\"} 2",
+        ] {
+            assert!(text.contains(needle), "missing {needle}:\n{text}");
+        }
+        drop(guard);
+        let text = m.encode(&store, &declared, Duration::from_secs(30));
+        assert!(text.contains("airflow_keda_scaler_open_streams{method=\"StreamIsActive\"} 0"));
+    }
+
+    /// Every label value comes from a fixed set or the worker-queue file, whatever the database
+    /// holds: a snapshot with a thousand Airflow queues nobody declared adds no series.
+    #[test]
+    fn labels_stay_bounded_whatever_the_snapshot_holds() {
+        let m = Metrics::new();
+        let declared = WorkerQueues::parse(
+            "workerQueues:\n  - name: default\n  - name: ml\n    queues: [ml]\n",
+        )
+        .unwrap();
+        let store = SnapshotStore::new();
+        let counts = (0..1000)
+            .map(|i| QueueCount {
+                queue: format!("invented-{i}"),
+                state: TaskState::Queued,
+                executor: Some(format!("Executor{i}")),
+                count: 1,
+            })
+            .collect();
+        store.publish(Snapshot::new(AirflowSchema::Airflow3, counts));
+        for code in [tonic::Code::Ok, tonic::Code::InvalidArgument] {
+            m.rpc("GetMetrics", code, Duration::from_micros(10));
+        }
+        m.refresh_failed("connect");
+        m.tls_reload("certificate", "rejected");
+        let text = m.encode(&store, &declared, Duration::from_secs(30));
+        let worker_queues = ["default", "ml"];
+        let methods = [
+            "IsActive",
+            "StreamIsActive",
+            "GetMetricSpec",
+            "GetMetrics",
+            "StreamMetricSpec",
+        ];
+        let mut series = 0;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((_, labels)) = line.split_once('{') else {
+                continue;
+            };
+            let labels = labels.split('}').next().unwrap();
+            for pair in labels.split(',') {
+                let (key, value) = pair.split_once('=').unwrap();
+                let value = value.trim_matches('"');
+                let allowed = match key {
+                    "worker_queue" => worker_queues.contains(&value),
+                    "method" => methods.contains(&value),
+                    "code" => value == "ok" || value == "invalid_argument",
+                    "kind" => value == "connect",
+                    "what" => value == "certificate",
+                    "result" => value == "rejected",
+                    "le" => true,
+                    _ => false,
+                };
+                assert!(allowed, "label {key}={value} in {line}");
+            }
+            series += 1;
+        }
+        assert!(!text.contains("invented"), "{text}");
+        // queued/running/desired for 2 worker queues, 2 rpc counters, a histogram, 1 error kind,
+        // 1 reload: a few dozen series, not thousands.
+        assert!(series < 60, "{series} series:\n{text}");
+    }
+}
