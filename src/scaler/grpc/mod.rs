@@ -39,7 +39,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
     /// A port could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}{}", crate::runtime::listen_hint(source))]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -127,7 +127,10 @@ impl GrpcServers {
             Some(files) => {
                 let tls = ReloadingTls::load("gRPC", files, &[b"h2"])?;
                 tracing::info!(mutual = tls.mutual(), "gRPC TLS enabled");
-                let reloader = tls.reloader(shutdown.clone());
+                let metrics = options.metrics.clone();
+                let reloader = tls.reloader(shutdown.clone(), move |what, result| {
+                    metrics.tls_reload(what, result);
+                });
                 tasks.critical("gRPC TLS reloader", async move {
                     reloader.await;
                     Ok::<(), std::convert::Infallible>(())
