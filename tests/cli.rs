@@ -1,5 +1,5 @@
-//! The binary's user-visible paths other than `serve`: `explain`, `demo`, `--help`, and
-//! refusing a bad worker-queue file.
+//! The binary's user-visible paths other than serving: `explain`, `demo`, `--help` (every flag,
+//! variable and default), exit codes and error messages, refusing a bad worker-queue file.
 
 use std::process::Command;
 
@@ -141,46 +141,167 @@ fn invalid_worker_queue_file_stops_with_the_line() {
         "workerQueues:\n  - name: default\n  - name: ml\n    maxTasksPerWorker: 0\n",
     )
     .unwrap();
-    let (ok, _, err) = run(&[
+    let (code, err) = status(&[
         "serve",
         "--database-url",
         "sqlite:////nonexistent.db",
         "--worker-queues",
         file.to_str().unwrap(),
     ]);
-    assert!(!ok);
+    assert_eq!(code, Some(3), "invalid configuration: {err}");
     assert!(
         err.contains("line 3") && err.contains("maxTasksPerWorker"),
         "{err}"
     );
 }
 
+/// Runs the binary; returns the exit code and stderr.
+fn status(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+        .env_remove("AIRFLOW_KEDA_SCALER_DATABASE_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every flag of every command is in that command's `--help` with its environment variable,
+/// and with its default when it has one; the exit codes are there too.
 #[test]
 fn help_documents_every_flag_with_env_and_default() {
-    let (ok, out, _) = run(&["serve", "--help"]);
-    assert!(ok);
-    // Help text wraps; compare with whitespace folded.
-    let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
-    for needle in [
-        "--grpc-addr",
-        "[env: AIRFLOW_KEDA_SCALER_GRPC_ADDR=] [default: 0.0.0.0:9090]",
-        "--worker-queues",
-        "--refresh-interval",
-        "[default: 1s]",
-        "--max-staleness",
-        "[default: 30s]",
-        "--database-url",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
-        "--database-password-file",
-        "--pgbouncer",
-        "--tls-client-ca",
-        "--admin-addr",
-        "--probe-addr",
-        "--shutdown-grace",
-        "--log-format",
-    ] {
-        assert!(out.contains(needle), "serve --help lacks {needle}:\n{out}");
+    use clap::CommandFactory;
+    let cli = airflow_keda_scaler::cli::Cli::command();
+    let mut checked = 0;
+    for command in cli.get_subcommands() {
+        let name = command.get_name();
+        let (ok, out, err) = run(&[name, "--help"]);
+        assert!(ok, "{name} --help: {err}");
+        // Help text wraps; compare with whitespace folded.
+        let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+        for arg in command.get_arguments().chain(cli.get_arguments()) {
+            if matches!(arg.get_id().as_str(), "help" | "version") {
+                continue;
+            }
+            if let Some(long) = arg.get_long() {
+                assert!(
+                    out.contains(&format!("--{long}")),
+                    "{name} --help lacks --{long}"
+                );
+            }
+            let env = arg
+                .get_env()
+                .expect("every argument has a variable (naming rule)");
+            let env = env.to_string_lossy();
+            assert!(
+                out.contains(&format!("[env: {env}")),
+                "{name} --help lacks {env}"
+            );
+            // A switch (`--pgbouncer`) takes no value: clap shows no default for it.
+            let defaults = if arg.get_action().takes_values() {
+                arg.get_default_values()
+            } else {
+                &[]
+            };
+            for default in defaults {
+                let default = default.to_string_lossy();
+                assert!(
+                    out.contains(&format!("[default: {default}]")),
+                    "{name} --help lacks the default {default} of {:?}",
+                    arg.get_id()
+                );
+            }
+            checked += 1;
+        }
+        assert!(
+            out.contains("Exit codes: 0 success"),
+            "{name} --help lacks the exit codes"
+        );
     }
+    assert!(checked > 40, "{checked} flags checked");
+}
+
+/// README's exit codes, and errors that are one readable line with each cause once.
+#[test]
+fn exit_codes_tell_usage_invalid_unreadable_and_runtime_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.yaml");
+    let missing = missing.to_str().unwrap();
+    let sqlite = "sqlite:////nonexistent/airflow.db";
+
+    // 2: usage.
+    assert_eq!(status(&["serve", "--no-such-flag"]).0, Some(2));
+    // 4: a file cannot be read; the OS error is said once.
+    for args in [
+        vec![
+            "serve",
+            "--database-url",
+            sqlite,
+            "--worker-queues",
+            missing,
+        ],
+        vec!["validate-policy", missing],
+        vec![
+            "explain",
+            "--database-url",
+            sqlite,
+            "--database-password-file",
+            missing,
+        ],
+    ] {
+        let (code, err) = status(&args);
+        assert_eq!(code, Some(4), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        assert_eq!(err.matches("os error 2").count(), 1, "{args:?}: {err}");
+    }
+    // 3: invalid input or configuration.
+    let bad_policy = dir.path().join("policy.yaml");
+    std::fs::write(&bad_policy, "nodeTypes: 7\n").unwrap();
+    for args in [
+        vec!["--log", "=!=", "explain", "--database-url", sqlite],
+        vec!["explain", "--database-url", "ftp://host/db"],
+        vec!["validate-policy", bad_policy.to_str().unwrap()],
+    ] {
+        let (code, err) = status(&args);
+        assert_eq!(code, Some(3), "{args:?}: {err}");
+    }
+    // 1: runtime; a port in use says what to do.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let (code, err) = status(&[
+        "serve",
+        "--database-url",
+        sqlite,
+        "--grpc-addr",
+        &port,
+        "--probe-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("cannot listen on {port}")), "{err}");
+    assert!(err.contains("another process listens there"), "{err}");
+}
+
+/// SQLAlchemy's `sqlite:///relative.db` is resolved from the working directory; when that file
+/// is not there, the error says so and how to write an absolute path.
+#[test]
+fn relative_sqlite_path_fails_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["explain", "--database-url", "sqlite:///relative.db"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("relative.db is a relative path"), "{err}");
+    assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    assert!(err.contains("four slashes: sqlite:////"), "{err}");
 }
 
 /// The demo shows the whole loop: the `ml` worker queue (minWorkers 0) goes inactive and its
