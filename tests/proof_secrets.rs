@@ -748,7 +748,8 @@ async fn startup_errors_and_help_never_echo_the_password() {
             .expect("a bad URL stops the program at once")
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{url}: {stderr}");
+        // 3: invalid configuration (README, exit codes).
+        assert_eq!(out.status.code(), Some(3), "{url}: {stderr}");
         assert!(stderr.contains("database configuration"), "{url}: {stderr}");
         secret.assert_absent("a startup error", &stderr);
         secret.assert_absent("stdout", &String::from_utf8_lossy(&out.stdout));

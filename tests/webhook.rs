@@ -753,7 +753,7 @@ fn example_policy_is_valid() {
 fn validate_policy_reports_every_problem_with_its_path() {
     let mut out = Vec::new();
     let code = commands::validate_policy(&fixture("broken-policy.yaml"), &mut out).unwrap();
-    assert_eq!(code, ExitCode::from(1));
+    assert_eq!(code, ExitCode::from(3), "invalid configuration");
     let text = String::from_utf8(out).unwrap();
     for path in [
         "nodeTypes.small.allocatable.cpu:",
@@ -842,7 +842,7 @@ fn binary_runs_the_admin_commands() {
         .arg(fixture("broken-policy.yaml"))
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(bad.status.code(), Some(3), "invalid configuration");
     let out = Command::new(bin)
         .args(["mutate", "--output", "json", "--policy"])
         .arg(&example)
@@ -870,7 +870,7 @@ fn binary_runs_the_admin_commands() {
         .collect::<Vec<_>>()
         .join(" ");
     for flag in [
-        "AIRFLOW_KEDA_SCALER_WEBHOOK_ADDR",
+        "AIRFLOW_KEDA_SCALER_WEBHOOK_HTTPS_ADDR",
         "AIRFLOW_KEDA_SCALER_WEBHOOK_TLS_CERT",
         "AIRFLOW_KEDA_SCALER_WEBHOOK_TLS_KEY",
         "AIRFLOW_KEDA_SCALER_WEBHOOK_POLICY",

@@ -109,8 +109,8 @@ pub struct ServeArgs {
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
     /// How often the TLS files are checked for changes.
-    #[arg(long, env = "AIRFLOW_KEDA_SCALER_TLS_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "10s")]
-    pub tls_reload_interval: Duration,
+    #[arg(long, alias = "tls-reload-interval", env = "AIRFLOW_KEDA_SCALER_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "10s")]
+    pub reload_interval: Duration,
     /// Most connections the gRPC port holds at once (further clients wait in the backlog).
     /// Lowered at start so that 64 file descriptors stay free under the open-files limit, so
     /// the probe and admin ports keep answering when clients exhaust it.
@@ -180,7 +180,7 @@ pub struct ExplainArgs {
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_WORKER_QUEUES")]
     pub worker_queues: Option<PathBuf>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
     #[command(flatten)]
     pub db: DbArgs,
@@ -191,21 +191,21 @@ pub struct DemoArgs {
     /// Address of the demo's gRPC server.
     #[arg(
         long,
-        env = "AIRFLOW_KEDA_SCALER_GRPC_ADDR",
+        env = "AIRFLOW_KEDA_SCALER_DEMO_GRPC_ADDR",
         default_value = "127.0.0.1:9090"
     )]
     pub grpc_addr: SocketAddr,
     /// SQLite file to use (created if missing). Default: a new file in a temporary directory.
-    #[arg(long)]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_DEMO_DB_FILE")]
     pub db_file: Option<PathBuf>,
     /// How often the workload moves tasks and the table is printed.
-    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_DEMO_TICK", value_parser = parse_duration, default_value = "1s")]
     pub tick: Duration,
     /// Stop by itself after this long (default: run until Ctrl-C).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_DEMO_DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Seed of the synthetic workload (same seed, same run).
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_DEMO_SEED", default_value_t = 7)]
     pub seed: u64,
 }
 
@@ -236,7 +236,7 @@ impl From<&ServeArgs> for ServeConfig {
                     cert: cert.clone(),
                     key: key.clone(),
                     client_ca: a.tls_client_ca.clone(),
-                    reload_interval: a.tls_reload_interval,
+                    reload_interval: a.reload_interval,
                 }),
                 _ => None,
             },

@@ -19,10 +19,11 @@ pub struct WebhookArgs {
     /// HTTPS address serving `POST /mutate`.
     #[arg(
         long,
-        env = "AIRFLOW_KEDA_SCALER_WEBHOOK_ADDR",
+        alias = "addr",
+        env = "AIRFLOW_KEDA_SCALER_WEBHOOK_HTTPS_ADDR",
         default_value = "0.0.0.0:8443"
     )]
-    pub addr: SocketAddr,
+    pub https_addr: SocketAddr,
     /// Plain HTTP address serving `/livez`, `/readyz` and `/metrics`.
     #[arg(
         long,
@@ -123,13 +124,13 @@ pub struct MutateArgs {
     pub policy: PathBuf,
     /// Pod manifest (YAML or JSON), e.g. from `kubectl get pod -o yaml` or
     /// `airflow kubernetes generate-dag-yaml`.
-    #[arg(long, env = "AIRFLOW_KEDA_SCALER_MUTATE_POD")]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_WEBHOOK_POD")]
     pub pod: PathBuf,
     /// Namespace the pod is created in (default: the pod's own, else `default`).
-    #[arg(long, env = "AIRFLOW_KEDA_SCALER_MUTATE_NAMESPACE")]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_WEBHOOK_NAMESPACE")]
     pub namespace: Option<String>,
     /// Output format.
-    #[arg(long, env = "AIRFLOW_KEDA_SCALER_MUTATE_OUTPUT", value_enum, default_value_t = MutateOutput::Yaml)]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_WEBHOOK_OUTPUT", value_enum, default_value_t = MutateOutput::Yaml)]
     pub output: MutateOutput,
 }
 
@@ -145,7 +146,7 @@ impl From<&WebhookArgs> for WebhookConfig {
             },
         };
         Self {
-            addr: a.addr,
+            addr: a.https_addr,
             admin_addr: a.admin_addr,
             tls,
             policy: a.policy.clone(),

@@ -52,6 +52,12 @@ struct KindLabels {
     kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    what: &'static str,
+    result: &'static str,
+}
+
 fn rpc_latency_histogram() -> Histogram {
     // 50 µs … ~0.8 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 15))
@@ -86,6 +92,7 @@ struct Inner {
     open_streams: Family<MethodLabels, Gauge>,
     refresh_interval: Gauge<f64, AtomicU64>,
     tls_refused: Counter,
+    tls_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -112,6 +119,7 @@ impl Metrics {
         let rpc_latency: Family<MethodLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(rpc_latency_histogram);
         let open_streams = Family::<MethodLabels, Gauge>::default();
+        let tls_reloads = Family::<ReloadLabels, Counter>::default();
         live.register(
             "queued_tasks",
             "Queued task instances per declared worker queue (latest snapshot)",
@@ -175,6 +183,12 @@ impl Metrics {
              certificate the client CA signed)",
             tls_refused.clone(),
         );
+        registry.register(
+            "tls_reloads",
+            "Changes of the gRPC TLS files seen by the reloader, by file (certificate, client_ca) \
+             and result (applied; rejected: invalid, the previous one is kept; unreadable)",
+            tls_reloads.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -192,8 +206,26 @@ impl Metrics {
                 rpcs,
                 rpc_latency,
                 open_streams,
+                tls_reloads,
             }),
         }
+    }
+
+    /// Records what the TLS reloader did with a changed file: `what` is `certificate` or
+    /// `client_ca`, `result` `applied`, `rejected` or `unreadable`.
+    pub fn tls_reload(&self, what: &'static str, result: &'static str) {
+        self.inner
+            .tls_reloads
+            .get_or_create(&ReloadLabels { what, result })
+            .inc();
+    }
+
+    /// How many times the reloader reported `what` / `result` (tests and the demo wait on it).
+    pub fn tls_reloads(&self, what: &'static str, result: &'static str) -> u64 {
+        self.inner
+            .tls_reloads
+            .get_or_create(&ReloadLabels { what, result })
+            .get()
     }
 
     /// Records one finished RPC.
@@ -373,7 +405,7 @@ mod tests {
     use crate::scaler::snapshot::{AirflowSchema, QueueCount, Snapshot, TaskState};
 
     #[test]
-    fn exposition_has_bounded_labels() {
+    fn exposition_reports_declared_queues_rpcs_and_streams() {
         let m = Metrics::new();
         let declared = WorkerQueues::parse(
             "workerQueues:\n  - name: default\n  - name: ml\n    queues: [ml]\n",
@@ -433,5 +465,67 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// Every label value comes from a fixed set or the worker-queue file, whatever the database
+    /// holds: a snapshot with a thousand Airflow queues nobody declared adds no series.
+    #[test]
+    fn labels_stay_bounded_whatever_the_snapshot_holds() {
+        let m = Metrics::new();
+        let declared = WorkerQueues::parse(
+            "workerQueues:\n  - name: default\n  - name: ml\n    queues: [ml]\n",
+        )
+        .unwrap();
+        let store = SnapshotStore::new();
+        let counts = (0..1000)
+            .map(|i| QueueCount {
+                queue: format!("invented-{i}"),
+                state: TaskState::Queued,
+                executor: Some(format!("Executor{i}")),
+                count: 1,
+            })
+            .collect();
+        store.publish(Snapshot::new(AirflowSchema::Airflow3, counts));
+        for code in [tonic::Code::Ok, tonic::Code::InvalidArgument] {
+            m.rpc("GetMetrics", code, Duration::from_micros(10));
+        }
+        m.refresh_failed("connect");
+        m.tls_reload("certificate", "rejected");
+        let text = m.encode(&store, &declared, Duration::from_secs(30));
+        let worker_queues = ["default", "ml"];
+        let methods = [
+            "IsActive",
+            "StreamIsActive",
+            "GetMetricSpec",
+            "GetMetrics",
+            "StreamMetricSpec",
+        ];
+        let mut series = 0;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((_, labels)) = line.split_once('{') else {
+                continue;
+            };
+            let labels = labels.split('}').next().unwrap();
+            for pair in labels.split(',') {
+                let (key, value) = pair.split_once('=').unwrap();
+                let value = value.trim_matches('"');
+                let allowed = match key {
+                    "worker_queue" => worker_queues.contains(&value),
+                    "method" => methods.contains(&value),
+                    "code" => value == "ok" || value == "invalid_argument",
+                    "kind" => value == "connect",
+                    "what" => value == "certificate",
+                    "result" => value == "rejected",
+                    "le" => true,
+                    _ => false,
+                };
+                assert!(allowed, "label {key}={value} in {line}");
+            }
+            series += 1;
+        }
+        assert!(!text.contains("invented"), "{text}");
+        // queued/running/desired for 2 worker queues, 2 rpc counters, a histogram, 1 error kind,
+        // 1 reload: a few dozen series, not thousands.
+        assert!(series < 60, "{series} series:\n{text}");
     }
 }

@@ -425,7 +425,7 @@ def test_webhook_deployment_contract():
     deployment = one(docs, "Deployment", WEBHOOK)
     c = container(deployment)
     expected = {
-        "--addr": "0.0.0.0:8443",
+        "--https-addr": "0.0.0.0:8443",
         "--admin-addr": "0.0.0.0:8080",
         "--tls-cert": f"{CONFIG_DIR}/tls/tls.crt",
         "--tls-key": f"{CONFIG_DIR}/tls/tls.key",

@@ -42,6 +42,27 @@ const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// Idle connections are closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
+/// What to check when a SQLite file cannot be opened. The scaler opens it read-only and never
+/// creates it. SQLAlchemy's `sqlite:///relative.db` (three slashes) names a path relative to
+/// the working directory, which is rarely what a service wants.
+fn sqlite_hint(path: &std::path::Path) -> String {
+    if path.is_relative() {
+        let cwd = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        format!(
+            " ({} is a relative path, resolved from the working directory {cwd}; an absolute \
+             path takes four slashes: sqlite:////path/to/airflow.db)",
+            path.display()
+        )
+    } else {
+        format!(
+            " (the file {} must exist: the scaler opens SQLite read-only and never creates it)",
+            path.display()
+        )
+    }
+}
+
 /// The pool of one dialect. Code that runs SQL matches on this only to pick the pool.
 #[derive(Clone)]
 enum Pools {
@@ -54,6 +75,8 @@ struct Inner {
     pools: Pools,
     dialect: Dialect,
     redacted: String,
+    /// Added to connection errors: what to check for this URL (SQLite: the file's path).
+    connect_hint: Option<String>,
     schema: Option<String>,
     secrets: Vec<String>,
     timeout: Duration,
@@ -120,6 +143,7 @@ impl MetadataDb {
             }
         };
         let redacted = url.redacted();
+        let connect_hint = url.path.as_deref().map(sqlite_hint);
         tracing::debug!(
             url = %redacted,
             ?source,
@@ -131,6 +155,7 @@ impl MetadataDb {
                 pools,
                 dialect: url.dialect,
                 redacted,
+                connect_hint,
                 schema: settings.schema,
                 secrets,
                 timeout,
@@ -295,7 +320,13 @@ impl MetadataDb {
     }
 
     fn connect_error(&self, e: &sqlx::Error) -> DbError {
-        DbError::connect(&self.inner.redacted, e, &self.inner.secrets)
+        let mut error = DbError::connect(&self.inner.redacted, e, &self.inner.secrets);
+        if let (DbError::Connect { reason, .. }, Some(hint)) =
+            (&mut error, &self.inner.connect_hint)
+        {
+            reason.push_str(hint);
+        }
+        error
     }
 
     fn query_error(&self, e: &sqlx::Error) -> DbError {

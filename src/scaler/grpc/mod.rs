@@ -36,7 +36,10 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
     /// A port could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr}: {source}{}",
+        crate::runtime::listen_hint(source)
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -113,10 +116,14 @@ impl GrpcServers {
             .await;
         set_ready(&reporter, false).await;
 
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Both reflection versions: grpcurl < 1.9 and other older clients speak only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let (reflection_v1, reflection_v1alpha) =
+            (reflection().build_v1()?, reflection().build_v1alpha()?);
         let scaler = ScalerService::new(
             declared,
             store.clone(),
@@ -132,14 +139,18 @@ impl GrpcServers {
                 reporter.clone(),
                 shutdown.clone(),
             )))
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(ExternalScalerServer::new(scaler));
         let token = shutdown.clone();
         match options.tls {
             Some(files) => {
                 let tls = ReloadingTls::load("gRPC", files, &[b"h2"])?;
                 tracing::info!(mutual = tls.mutual(), "gRPC TLS enabled");
-                let reloader = tls.reloader(shutdown.clone());
+                let metrics = options.metrics.clone();
+                let reloader = tls.reloader(shutdown.clone(), move |what, result| {
+                    metrics.tls_reload(what, result);
+                });
                 tasks.critical("gRPC TLS reloader", async move {
                     reloader.await;
                     Ok::<(), std::convert::Infallible>(())
