@@ -231,7 +231,7 @@ impl Metrics {
                         .get_or_create(&labels)
                         .set(i64::from(q.desired_workers));
                 }
-                i.parallelism.set(gauge_value(plan.parallelism));
+                i.parallelism.set(gauge_value(plan.parallelism.value));
             }
         }
     }
@@ -309,12 +309,7 @@ mod tests {
         assert!(text.contains("airflow_keda_scaler_ready 0"), "{text}");
         store.publish(Snapshot::new(
             AirflowSchema::Airflow2,
-            vec![QueueCount {
-                queue: "default".into(),
-                state: TaskState::Queued,
-                executor: None,
-                count: 40,
-            }],
+            vec![QueueCount::new("default", TaskState::Queued, None, 40)],
         ));
         m.rpc("GetMetrics", tonic::Code::Ok, Duration::from_micros(120));
         m.rpc(
@@ -329,8 +324,8 @@ mod tests {
             "airflow_keda_scaler_queued_tasks{worker_queue=\"default\"} 40",
             "airflow_keda_scaler_desired_workers{worker_queue=\"default\"} 3",
             "airflow_keda_scaler_desired_workers{worker_queue=\"ml\"} 1",
-            // (3 + 1) × (16 + 16)
-            "airflow_keda_scaler_parallelism 128",
+            // Astro's current definition: (10 + 10) max workers × (16 + 16).
+            "airflow_keda_scaler_parallelism 640",
             "airflow_keda_scaler_rpcs_total{method=\"GetMetrics\",code=\"unavailable\"} 1",
             "airflow_keda_scaler_open_streams{method=\"StreamIsActive\"} 1",
             "airflow_keda_scaler_rpc_duration_seconds_count{method=\"GetMetrics\"} 2",

@@ -45,6 +45,102 @@ pub struct WorkerQueue {
     pub activation_tasks: u64,
     pub executor_names: Vec<String>,
     pub default_executor: bool,
+    /// The workload of this worker queue's Celery workers (the ScaledObject's
+    /// `scaleTargetRef`), watched when the scaler talks to Kubernetes. File only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_target_ref: Option<ScaleTargetRef>,
+}
+
+/// Kind of a worker workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum TargetKind {
+    Deployment,
+    StatefulSet,
+}
+
+impl TargetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+        }
+    }
+}
+
+/// `scaleTargetRef: {kind, name}` of a worker queue (`apiVersion`, if given, must be `apps/v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ScaleTargetRef {
+    pub kind: TargetKind,
+    pub name: String,
+}
+
+impl std::fmt::Display for ScaleTargetRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind.as_str(), self.name)
+    }
+}
+
+/// Parses `scaleTargetRef` of the worker-queue file.
+fn yaml_target_ref(value: &serde_yaml::Value) -> Result<ScaleTargetRef, FieldError> {
+    const KEY: &str = "scaleTargetRef";
+    let serde_yaml::Value::Mapping(map) = value else {
+        return Err(FieldError::new(KEY, "expected a map {kind, name}"));
+    };
+    let mut kind = None;
+    let mut name = None;
+    for (k, v) in map {
+        let key = k.as_str().unwrap_or_default();
+        let text = || yaml_scalar(&format!("{KEY}.{key}"), v, "a string");
+        match key {
+            "kind" => kind = Some(text()?),
+            "name" => name = Some(text()?),
+            "apiVersion" => {
+                let api = text()?;
+                if api != "apps/v1" {
+                    return Err(FieldError::new(
+                        "scaleTargetRef.apiVersion",
+                        format!("{} is not supported: expected apps/v1", excerpt(&api)),
+                    ));
+                }
+            }
+            other => {
+                return Err(FieldError::new(
+                    KEY,
+                    format!(
+                        "unknown key {}: expected kind, name, apiVersion",
+                        excerpt(other)
+                    ),
+                ));
+            }
+        }
+    }
+    let kind = match kind.as_deref() {
+        Some("Deployment") => TargetKind::Deployment,
+        Some("StatefulSet") => TargetKind::StatefulSet,
+        Some(other) => {
+            return Err(FieldError::new(
+                "scaleTargetRef.kind",
+                format!(
+                    "{} is not supported: expected Deployment or StatefulSet",
+                    excerpt(other)
+                ),
+            ));
+        }
+        None => return Err(FieldError::new("scaleTargetRef.kind", "missing")),
+    };
+    let name = name.ok_or_else(|| FieldError::new("scaleTargetRef.name", "missing"))?;
+    let dns = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'));
+    if !dns {
+        return Err(FieldError::new(
+            "scaleTargetRef.name",
+            format!("{} is not a Kubernetes object name", excerpt(&name)),
+        ));
+    }
+    Ok(ScaleTargetRef { kind, name })
 }
 
 impl Default for WorkerQueue {
@@ -61,6 +157,7 @@ impl Default for WorkerQueue {
                 .map(|s| s.to_string())
                 .collect(),
             default_executor: true,
+            scale_target_ref: None,
         }
     }
 }
@@ -267,6 +364,8 @@ struct RawWorkerQueue {
     executor_names: Option<serde_yaml::Value>,
     #[serde(default)]
     default_executor: Option<serde_yaml::Value>,
+    #[serde(default)]
+    scale_target_ref: Option<serde_yaml::Value>,
 }
 
 /// A scalar as text (numbers, booleans and strings alike); `None` for lists, maps and null.
@@ -349,6 +448,11 @@ impl TryFrom<RawWorkerQueue> for WorkerQueue {
                 )?,
                 None => d.default_executor,
             },
+            scale_target_ref: raw
+                .scale_target_ref
+                .as_ref()
+                .map(yaml_target_ref)
+                .transpose()?,
             name: Some(name),
         };
         wq.check()?;
@@ -491,6 +595,7 @@ workerQueues:
     minWorkers: 0
     maxWorkers: 3
     defaultExecutor: false
+    scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: airflow-worker-ml-gpu}
 ";
 
     #[test]
@@ -509,6 +614,14 @@ workerQueues:
         );
         assert!(!ml.default_executor);
         assert_eq!(ml.metric_name(), "airflow-tasks-ml-gpu");
+        assert_eq!(
+            ml.scale_target_ref,
+            Some(ScaleTargetRef {
+                kind: TargetKind::Deployment,
+                name: "airflow-worker-ml-gpu".into()
+            })
+        );
+        assert_eq!(d.scale_target_ref, None);
     }
 
     #[test]
@@ -541,6 +654,22 @@ workerQueues:
             (
                 "workerQueues:\n  - name: a\n    maxWorkers: -1\n",
                 &["line 2", "maxWorkers"],
+            ),
+            (
+                "workerQueues:\n  - name: a\n    scaleTargetRef: {kind: Job, name: w}\n",
+                &["line 2", "scaleTargetRef.kind", "Deployment or StatefulSet"],
+            ),
+            (
+                "workerQueues:\n  - name: a\n    scaleTargetRef: {kind: Deployment}\n",
+                &["line 2", "scaleTargetRef.name", "missing"],
+            ),
+            (
+                "workerQueues:\n  - name: a\n    scaleTargetRef: {kind: Deployment, name: Bad_Name}\n",
+                &["line 2", "scaleTargetRef.name"],
+            ),
+            (
+                "workerQueues:\n  - name: a\n    scaleTargetRef: {kind: Deployment, name: w, apiVersion: v1}\n",
+                &["line 2", "scaleTargetRef.apiVersion"],
             ),
             ("workerQueues: [\n", &["line"]),
             ("queues: []\n", &["workerQueues"]),

@@ -1,0 +1,179 @@
+//! The workers as Kubernetes runs them: each worker queue's workload (`scaleTargetRef`), its
+//! pods and the HPA that targets it.
+//!
+//! Optional at run time (`--kubernetes off|auto|on`): without a cluster the scaler works from
+//! the database alone, and every column below shows `-`.
+//!
+//! - [`watch`]: reflectors (serve) and one-shot reads (`explain`) into a [`ClusterView`];
+//! - [`pods`]: `task_instance.hostname` → pod, and the pod-deletion cost of each pod;
+//! - [`cost`]: keeps `controller.kubernetes.io/pod-deletion-cost` on Deployment worker pods;
+//! - [`drift`]: ready workers off the formula, and why.
+
+pub mod cost;
+pub mod drift;
+pub mod pods;
+pub mod watch;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use serde::Serialize;
+
+pub use self::{
+    drift::{DriftCause, DriftReport, HpaObservation},
+    pods::WorkerPod,
+};
+use crate::worker_queue::{ScaleTargetRef, WorkerQueues};
+
+/// Whether the scaler talks to Kubernetes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubeMode {
+    /// Never.
+    Off,
+    /// When a configuration is found (in-cluster service account, `KUBECONFIG` or
+    /// `~/.kube/config`); otherwise off, with one log line.
+    #[default]
+    Auto,
+    /// Always; fail at start when no configuration is found.
+    On,
+}
+
+/// Errors of this layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("no Kubernetes configuration (in-cluster or kubeconfig): {0}")]
+    Config(String),
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(String),
+    #[error("Kubernetes API: {0}")]
+    Api(String),
+}
+
+/// A Kubernetes client and the namespace of the Airflow workers.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: kube::Client,
+    pub namespace: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Builds a client under `mode`: `None` when off (or `auto` without a configuration).
+    /// `namespace` defaults to the configuration's (the pod's own namespace in a cluster).
+    pub async fn connect(
+        mode: KubeMode,
+        namespace: Option<&str>,
+    ) -> Result<Option<Self>, ClusterError> {
+        if mode == KubeMode::Off {
+            return Ok(None);
+        }
+        let config = match kube::Config::infer().await {
+            Ok(c) => c,
+            Err(e) if mode == KubeMode::Auto => {
+                tracing::info!(
+                    reason = %e,
+                    "no Kubernetes configuration found: workers, HPAs and pod-deletion costs are \
+                     not watched (--kubernetes auto)"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(ClusterError::Config(e.to_string())),
+        };
+        let namespace = namespace
+            .filter(|n| !n.is_empty())
+            .map_or_else(|| config.default_namespace.clone(), str::to_string);
+        let client =
+            kube::Client::try_from(config).map_err(|e| ClusterError::Client(e.to_string()))?;
+        Ok(Some(Self { client, namespace }))
+    }
+}
+
+/// What Kubernetes shows for one worker workload.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerObservation {
+    /// The workload exists.
+    pub found: bool,
+    /// Its `spec.replicas`.
+    pub spec_replicas: Option<u32>,
+    /// Pods that are Ready and not terminating.
+    pub ready_workers: u32,
+    /// Pods in phase Pending (not terminating).
+    pub pending_workers: u32,
+    /// A `ReplicaFailure` condition of the workload (e.g. a ResourceQuota refusing pods).
+    pub replica_failure: Option<String>,
+    /// The HPA whose `scaleTargetRef` is this workload.
+    pub hpa: Option<HpaObservation>,
+    #[serde(skip)]
+    pub pods: Vec<WorkerPod>,
+    /// Why this could not be read (e.g. RBAC), secret-free.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl WorkerObservation {
+    /// A message of one unschedulable pod, if any.
+    pub fn unschedulable(&self) -> Option<String> {
+        self.pods.iter().find_map(|p| p.unschedulable.clone())
+    }
+
+    /// Recomputes the counts from `pods`.
+    pub fn count_pods(&mut self) {
+        let live = || self.pods.iter().filter(|p| !p.terminating);
+        self.ready_workers = u32::try_from(live().filter(|p| p.ready).count()).unwrap_or(u32::MAX);
+        self.pending_workers =
+            u32::try_from(live().filter(|p| p.phase == "Pending").count()).unwrap_or(u32::MAX);
+    }
+}
+
+/// The cluster as last seen, per workload.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub namespace: String,
+    pub workloads: BTreeMap<ScaleTargetRef, WorkerObservation>,
+    /// Drift of the worker queues that are off the formula, by worker-queue name (kept by the
+    /// serve loop, which sees it last; empty for a one-time look).
+    pub drift: BTreeMap<String, DriftReport>,
+}
+
+impl ClusterView {
+    pub fn get(&self, target: Option<&ScaleTargetRef>) -> Option<&WorkerObservation> {
+        target.and_then(|t| self.workloads.get(t))
+    }
+}
+
+/// The workloads named by the declared worker queues, each once.
+pub fn targets(declared: &WorkerQueues) -> Vec<ScaleTargetRef> {
+    let mut out: Vec<ScaleTargetRef> = declared
+        .iter()
+        .filter_map(|wq| wq.scale_target_ref.clone())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The latest [`ClusterView`], shared between the watcher and its readers.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterStore {
+    inner: Arc<std::sync::RwLock<Option<Arc<ClusterView>>>>,
+}
+
+impl ClusterStore {
+    pub fn publish(&self, view: ClusterView) {
+        if let Ok(mut g) = self.inner.write() {
+            *g = Some(Arc::new(view));
+        }
+    }
+
+    /// `None` while nothing is watched.
+    pub fn current(&self) -> Option<Arc<ClusterView>> {
+        self.inner.read().ok().and_then(|g| g.clone())
+    }
+}
