@@ -3,7 +3,7 @@
 //! in the worker-queue file (never from trigger metadata, which any ScaledObject can invent).
 
 use std::{
-    sync::{Arc, atomic::AtomicU64},
+    sync::{Arc, Mutex, atomic::AtomicU64},
     time::Duration,
 };
 
@@ -19,7 +19,8 @@ use prometheus_client::{
 };
 
 use crate::{
-    scaling::Plan,
+    cluster::ClusterStore,
+    scaling::{Plan, PlanOptions},
     snapshot::{Published, SnapshotStore},
     worker_queue::WorkerQueues,
 };
@@ -43,6 +44,117 @@ struct MethodLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Per-worker-queue gauges of what Kubernetes shows (issue 10).
+#[derive(Debug, Default)]
+struct WorkerGauges {
+    scheduled: Family<QueueLabels, Gauge>,
+    ready: Family<QueueLabels, Gauge>,
+    hpa_desired: Family<QueueLabels, Gauge>,
+    hpa_current: Family<QueueLabels, Gauge>,
+    drift: Family<QueueLabels, Gauge>,
+    capped: Family<QueueLabels, Gauge>,
+    airflow_parallelism: Gauge,
+    starved: Gauge,
+    cost_patches: Family<ResultLabels, Counter>,
+    /// The cluster view and plan settings, once `serve` has them.
+    source: Mutex<Option<(ClusterStore, PlanOptions)>>,
+}
+
+impl WorkerGauges {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "scheduled_tasks",
+            "Scheduled task instances per declared worker queue (waiting for the scheduler)",
+            self.scheduled.clone(),
+        );
+        registry.register(
+            "ready_workers",
+            "Ready worker pods of the worker queue's scaleTargetRef (Kubernetes)",
+            self.ready.clone(),
+        );
+        registry.register(
+            "hpa_desired_workers",
+            "desiredReplicas of the HPA that targets the worker queue's workload",
+            self.hpa_desired.clone(),
+        );
+        registry.register(
+            "hpa_current_workers",
+            "currentReplicas of the HPA that targets the worker queue's workload",
+            self.hpa_current.clone(),
+        );
+        registry.register(
+            "hpa_drift",
+            "1 while ready workers have differed from the formula for longer than --drift-after",
+            self.drift.clone(),
+        );
+        registry.register(
+            "parallelism_capped_workers",
+            "Most workers the configured [core] parallelism lets the worker queue reach, when \
+             lower than maxWorkers (absent otherwise)",
+            self.capped.clone(),
+        );
+        registry.register(
+            "airflow_parallelism",
+            "Airflow's configured [core] parallelism (--airflow-parallelism; -1 when unknown)",
+            self.airflow_parallelism.clone(),
+        );
+        registry.register(
+            "starved",
+            "1 while tasks wait as scheduled and queued + running is at [core] parallelism",
+            self.starved.clone(),
+        );
+        registry.register(
+            "pod_deletion_cost_patches",
+            "Pod-deletion-cost annotations written, by result",
+            self.cost_patches.clone(),
+        );
+    }
+
+    fn observe(&self, plan: &Plan, with_cluster: bool) {
+        for q in &plan.worker_queues {
+            let labels = QueueLabels {
+                worker_queue: q.worker_queue.clone(),
+            };
+            self.scheduled
+                .get_or_create(&labels)
+                .set(gauge_value(q.scheduled));
+            match q.parallelism_cap {
+                Some(cap) => {
+                    self.capped.get_or_create(&labels).set(i64::from(cap));
+                }
+                None => {
+                    self.capped.remove(&labels);
+                }
+            }
+            if !with_cluster || q.target.is_none() {
+                continue;
+            }
+            let set = |f: &Family<QueueLabels, Gauge>, v: Option<u32>| match v {
+                Some(v) => {
+                    f.get_or_create(&labels).set(i64::from(v));
+                }
+                None => {
+                    f.remove(&labels);
+                }
+            };
+            set(&self.ready, q.ready_workers);
+            set(&self.hpa_desired, q.hpa_desired_workers);
+            set(&self.hpa_current, q.hpa_current_workers);
+            self.drift
+                .get_or_create(&labels)
+                .set(i64::from(q.drift.as_ref().is_some_and(|d| d.drifting)));
+        }
+        self.airflow_parallelism
+            .set(plan.airflow_parallelism.map_or(-1, gauge_value));
+        self.starved.set(i64::from(plan.starved));
+    }
 }
 
 fn rpc_latency_histogram() -> Histogram {
@@ -75,6 +187,7 @@ struct Inner {
     rpcs: Family<RpcLabels, Counter>,
     rpc_latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
     open_streams: Family<MethodLabels, Gauge>,
+    workers: WorkerGauges,
 }
 
 impl Default for Metrics {
@@ -115,7 +228,8 @@ impl Metrics {
         );
         registry.register(
             "parallelism",
-            "(sum of desired workers) x (sum of maxTasksPerWorker) over declared worker queues",
+            "The [core] parallelism to set: (sum of maxWorkers) x (sum of maxTasksPerWorker) over \
+             declared worker queues (--parallelism-mode ready: ready workers instead of maxWorkers)",
             parallelism.clone(),
         );
         registry.register(
@@ -149,8 +263,11 @@ impl Metrics {
             "Open server streams by method",
             open_streams.clone(),
         );
+        let workers = WorkerGauges::default();
+        workers.register(&mut registry);
         Self {
             inner: Arc::new(Inner {
+                workers,
                 registry,
                 queued,
                 running,
@@ -197,6 +314,23 @@ impl Metrics {
         self.inner.refresh_duration.observe(elapsed.as_secs_f64());
     }
 
+    /// From now on, scrapes include what `cluster` shows and use `options` (serve).
+    pub fn watch_workers(&self, cluster: Option<ClusterStore>, options: PlanOptions) {
+        if let Ok(mut g) = self.inner.workers.source.lock() {
+            *g = Some((cluster.unwrap_or_default(), options));
+        }
+    }
+
+    /// Counts written (and failed) pod-deletion-cost patches.
+    pub fn deletion_cost_patches(&self, patched: u64, failed: u64) {
+        let c = &self.inner.workers.cost_patches;
+        c.get_or_create(&ResultLabels { result: "ok" }).inc_by(patched);
+        if failed > 0 {
+            c.get_or_create(&ResultLabels { result: "error" })
+                .inc_by(failed);
+        }
+    }
+
     pub fn refresh_failed(&self, kind: &'static str) {
         self.inner
             .refresh_errors
@@ -220,7 +354,13 @@ impl Metrics {
             }
             Some(snapshot) => {
                 i.snapshot_age.set(snapshot.age().as_secs_f64());
-                let plan = Plan::compute(declared, snapshot);
+                let source = i.workers.source.lock().ok().and_then(|g| g.clone());
+                let (cluster, options) = match &source {
+                    Some((store, options)) => (store.current(), *options),
+                    None => (None, PlanOptions::default()),
+                };
+                let plan = Plan::compute_with(declared, snapshot, cluster.as_deref(), options);
+                i.workers.observe(&plan, cluster.is_some());
                 for q in &plan.worker_queues {
                     let labels = QueueLabels {
                         worker_queue: q.worker_queue.clone(),

@@ -12,6 +12,7 @@
 pub mod cost;
 pub mod drift;
 pub mod pods;
+pub mod run;
 pub mod watch;
 
 use std::{collections::BTreeMap, sync::Arc};
