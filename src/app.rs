@@ -12,7 +12,6 @@ use crate::{
     db::{DbError, MetadataDb},
     metrics::Metrics,
     refresher,
-    scaling::Plan,
     server::{GrpcOptions, GrpcServers, ServerError},
     shutdown::{self, Drain},
     snapshot::{SnapshotStore, TaskState},
@@ -31,6 +30,8 @@ pub enum AppError {
     Server(#[from] ServerError),
     #[error("cannot write output: {0}")]
     Output(String),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Everything `start` needs (what `serve` flags describe, minus file loading).
@@ -180,7 +181,20 @@ impl Scaler {
 pub async fn serve(args: &ServeArgs) -> Result<Drain, AppError> {
     let config = ScalerConfig::from_args(args)?;
     let token = CancellationToken::new();
+    let declared = Arc::new(config.declared.clone());
+    let metrics = config.grpc.metrics.clone();
+    let max_staleness = config.grpc.max_staleness;
     let scaler = Scaler::start(config, token.clone()).await?;
+    // The workers as Kubernetes runs them (optional; stops with the token).
+    crate::cluster::run::start(
+        &args.workers.config(),
+        declared,
+        scaler.store.clone(),
+        metrics,
+        max_staleness,
+        token.clone(),
+    )
+    .await?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let waiter = tokio::spawn(async move {
         let result = scaler.wait().await;
@@ -228,10 +242,11 @@ pub async fn explain(args: &ExplainArgs, out: &mut dyn std::io::Write) -> Result
     } else {
         declared
     };
-    let plan = Plan::compute(&declared, &snapshot);
+    let (plan, cluster_line) =
+        crate::cluster::explain_plan(&args.workers.config(), &declared, &snapshot).await?;
     let text = match args.output {
         OutputFormat::Table => format!(
-            "database: {} ({})\n\n{}",
+            "database: {} ({})\n{cluster_line}\n{}",
             db.redacted_url(),
             snapshot.schema.describe(),
             plan.to_table()

@@ -26,10 +26,11 @@ use crate::{
     app::{AppError, Scaler, ScalerConfig},
     cli::{DbArgs, DemoArgs},
     db::Dialect,
+    parallelism::{ParallelismMode, QueueSize, recommend},
     proto::externalscaler::{
         GetMetricsRequest, ScaledObjectRef, external_scaler_client::ExternalScalerClient,
     },
-    scaling::{desired_workers, parallelism_line, render_table},
+    scaling::{desired_workers, render_table},
     server::GrpcOptions,
     worker_queue::{WorkerQueue, WorkerQueues},
 };
@@ -239,6 +240,7 @@ async fn render(
             "TARGET",
             "ACTIVE",
             "DESIRED WORKERS",
+            "READY WORKERS",
         ]
         .map(String::from)
         .to_vec(),
@@ -269,9 +271,15 @@ async fn render(
             .map(|(k, _)| *k)
             .find(|k| *k == name)
             .unwrap_or("default");
-        workload.workers.insert(key, desired);
+        // The simulated workers: what ran this tick; they follow DESIRED WORKERS next tick.
+        let ready = workload.workers.insert(key, desired).unwrap_or(0);
         let (queued, running) = workload.counts(key);
-        sizing.push((desired, wq.max_tasks_per_worker));
+        sizing.push(QueueSize {
+            max_tasks_per_worker: wq.max_tasks_per_worker,
+            max_workers: wq.max_workers,
+            ready_workers: Some(ready),
+            desired_workers: desired,
+        });
         rows.push(vec![
             name,
             wq.queues.join(","),
@@ -281,10 +289,16 @@ async fn render(
             target.to_string(),
             active.to_string(),
             format!("{desired} ({}-{})", wq.min_workers, wq.max_workers),
+            ready.to_string(),
         ]);
     }
     let mut out = render_table(&rows);
-    out.push_str(&parallelism_line(sizing));
+    let p = recommend(ParallelismMode::Max, &sizing);
+    out.push_str(&format!(
+        "{}\nset AIRFLOW__CORE__PARALLELISM={}\n",
+        p.line(),
+        p.value
+    ));
     Ok(out)
 }
 

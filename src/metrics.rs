@@ -324,7 +324,8 @@ impl Metrics {
     /// Counts written (and failed) pod-deletion-cost patches.
     pub fn deletion_cost_patches(&self, patched: u64, failed: u64) {
         let c = &self.inner.workers.cost_patches;
-        c.get_or_create(&ResultLabels { result: "ok" }).inc_by(patched);
+        c.get_or_create(&ResultLabels { result: "ok" })
+            .inc_by(patched);
         if failed > 0 {
             c.get_or_create(&ResultLabels { result: "error" })
                 .inc_by(failed);

@@ -17,7 +17,7 @@
 use serde::Serialize;
 
 /// Which definition `explain`, `/metrics` and the demo recommend.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ParallelismMode {
     /// (Σ maxWorkers) × (Σ maxTasksPerWorker): Astro's current definition, a fixed number.

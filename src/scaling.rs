@@ -29,16 +29,6 @@ pub fn desired_workers(tasks: u64, max_tasks_per_worker: u32, min: u32, max: u32
     raw.clamp(min, max.max(min))
 }
 
-/// `(Σ workers) × (Σ max_tasks_per_worker)` over `(workers, max_tasks_per_worker)` pairs.
-pub fn parallelism(queues: impl IntoIterator<Item = (u32, u32)>) -> u64 {
-    let (workers, slots) = queues
-        .into_iter()
-        .fold((0u64, 0u64), |(w, s), (workers, per)| {
-            (w + u64::from(workers), s + u64::from(per))
-        });
-    workers.saturating_mul(slots)
-}
-
 /// Whether KEDA should consider the worker queue active (scale from zero).
 pub fn is_active(demand: Demand, activation_tasks: u64) -> bool {
     demand.total() > activation_tasks
@@ -357,16 +347,6 @@ pub fn drift_inputs(
     }
 }
 
-/// `parallelism = W workers x S tasks per worker (sum) = P`, with a trailing newline.
-pub fn parallelism_line(queues: impl IntoIterator<Item = (u32, u32)> + Clone) -> String {
-    let workers: u64 = queues.clone().into_iter().map(|(w, _)| u64::from(w)).sum();
-    let slots: u64 = queues.clone().into_iter().map(|(_, s)| u64::from(s)).sum();
-    format!(
-        "parallelism = {workers} workers x {slots} tasks per worker (sum) = {}\n",
-        parallelism(queues)
-    )
-}
-
 /// Left-aligned columns separated by two spaces; the first row is the header.
 pub fn render_table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
@@ -417,15 +397,6 @@ mod tests {
                 "tasks {tasks} per {per} bounds {min}-{max}"
             );
         }
-    }
-
-    #[test]
-    fn parallelism_is_product_of_sums() {
-        assert_eq!(parallelism([]), 0);
-        assert_eq!(parallelism([(2, 16)]), 32);
-        // Astro: 2 + 3 workers, 16 + 4 tasks per worker → 5 × 20.
-        assert_eq!(parallelism([(2, 16), (3, 4)]), 100);
-        assert_eq!(parallelism([(0, 16), (0, 4)]), 0);
     }
 
     #[test]

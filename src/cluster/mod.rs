@@ -26,7 +26,7 @@ pub use self::{
 use crate::worker_queue::{ScaleTargetRef, WorkerQueues};
 
 /// Whether the scaler talks to Kubernetes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum KubeMode {
     /// Never.
     Off,
@@ -36,6 +36,52 @@ pub enum KubeMode {
     Auto,
     /// Always; fail at start when no configuration is found.
     On,
+}
+
+/// Settings of the cluster side and of the parallelism checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkersConfig {
+    pub kubernetes: KubeMode,
+    /// Namespace of the workers; `None`: the configuration's.
+    pub namespace: Option<String>,
+    /// Keep pod-deletion costs on Deployment workers.
+    pub deletion_cost: bool,
+    /// Most patches per second.
+    pub deletion_cost_rate: u32,
+    /// Tolerance 0 is configured on the ScaledObjects.
+    pub exact_tolerance: bool,
+    /// How long ready workers may be off the formula before `hpa_drift`.
+    pub drift_after: std::time::Duration,
+    pub parallelism_mode: crate::parallelism::ParallelismMode,
+    /// Airflow's `[core] parallelism`, when known.
+    pub airflow_parallelism: Option<u64>,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            kubernetes: KubeMode::Off,
+            namespace: None,
+            deletion_cost: true,
+            deletion_cost_rate: 10,
+            exact_tolerance: true,
+            drift_after: std::time::Duration::from_secs(60),
+            parallelism_mode: crate::parallelism::ParallelismMode::Max,
+            airflow_parallelism: None,
+        }
+    }
+}
+
+impl WorkersConfig {
+    /// The plan settings, given whether a cluster is watched.
+    pub fn plan_options(&self, cluster: bool) -> crate::scaling::PlanOptions {
+        crate::scaling::PlanOptions {
+            parallelism_mode: self.parallelism_mode,
+            airflow_parallelism: self.airflow_parallelism,
+            deletion_cost: cluster && self.deletion_cost,
+            exact_tolerance: self.exact_tolerance,
+        }
+    }
 }
 
 /// Errors of this layer.
@@ -177,4 +223,37 @@ impl ClusterStore {
     pub fn current(&self) -> Option<Arc<ClusterView>> {
         self.inner.read().ok().and_then(|g| g.clone())
     }
+}
+
+/// `explain`'s plan: with a cluster (under `config.kubernetes`), one read of the workloads,
+/// pods and HPAs. Returns the plan and a line saying where the workers were looked for.
+pub async fn explain_plan(
+    config: &WorkersConfig,
+    declared: &WorkerQueues,
+    snapshot: &crate::snapshot::Snapshot,
+) -> Result<(crate::scaling::Plan, String), ClusterError> {
+    let cluster = Cluster::connect(config.kubernetes, config.namespace.as_deref()).await?;
+    let options = config.plan_options(cluster.is_some());
+    let Some(cluster) = cluster else {
+        let plan = crate::scaling::Plan::compute_with(declared, snapshot, None, options);
+        return Ok((plan, "kubernetes: not watched (--kubernetes)\n".into()));
+    };
+    let targets = targets(declared);
+    let read = tokio::time::timeout(watch::READ_TIMEOUT, watch::read_once(&cluster, &targets));
+    let (view, line) = match read.await {
+        Ok(Ok(view)) => (
+            Some(view),
+            format!("kubernetes: namespace {}\n", cluster.namespace),
+        ),
+        Ok(Err(e)) => (None, format!("kubernetes: cannot read ({e})\n")),
+        Err(_) => (
+            None,
+            format!(
+                "kubernetes: no answer within {}s\n",
+                watch::READ_TIMEOUT.as_secs()
+            ),
+        ),
+    };
+    let plan = crate::scaling::Plan::compute_with(declared, snapshot, view.as_ref(), options);
+    Ok((plan, line))
 }

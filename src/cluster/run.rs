@@ -43,6 +43,36 @@ struct Memory {
     unmatched_logged: BTreeMap<ScaleTargetRef, bool>,
 }
 
+/// Connects under `config.kubernetes` and, with a cluster, spawns [`run`]. Tells `metrics`
+/// either way, so `/metrics` shows the parallelism settings. Fails only with `--kubernetes on`
+/// and no configuration.
+pub async fn start(
+    config: &super::WorkersConfig,
+    declared: Arc<WorkerQueues>,
+    snapshots: SnapshotStore,
+    metrics: Metrics,
+    max_staleness: Duration,
+    shutdown: CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, super::ClusterError> {
+    let cluster = Cluster::connect(config.kubernetes, config.namespace.as_deref()).await?;
+    let options = config.plan_options(cluster.is_some());
+    let Some(cluster) = cluster else {
+        metrics.watch_workers(None, options);
+        return Ok(None);
+    };
+    let store = ClusterStore::default();
+    metrics.watch_workers(Some(store.clone()), options);
+    let workers = WorkersOptions {
+        plan: options,
+        deletion_cost_rate: config.deletion_cost_rate,
+        drift_after: config.drift_after,
+        max_staleness,
+    };
+    Ok(Some(tokio::spawn(run(
+        cluster, declared, snapshots, store, metrics, workers, shutdown,
+    ))))
+}
+
 /// Runs until `shutdown`.
 pub async fn run(
     cluster: Cluster,
