@@ -53,7 +53,7 @@ async fn service_account_kubeconfig(client: &Client, ns: &str) -> String {
             "token",
             FULLNAME,
             &PostParams::default(),
-            serde_json::to_vec(&request).expect("json"),
+            &request,
         )
         .await
         .expect("TokenRequest for the scaler's ServiceAccount");
