@@ -123,11 +123,21 @@ impl Cluster {
         let config = match kube::Config::infer().await {
             Ok(c) => c,
             Err(e) if mode == KubeMode::Auto => {
-                tracing::info!(
-                    reason = %e,
-                    "no Kubernetes configuration found: workers, HPAs and pod-deletion costs are \
-                     not watched (--kubernetes auto)"
-                );
+                // In a pod (the API server's address is in the environment) a missing
+                // configuration is a mistake worth a warning: the token was not mounted.
+                if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+                    tracing::warn!(
+                        reason = %e,
+                        "running in a pod without a usable ServiceAccount token: workers, HPAs \
+                         and pod-deletion costs are not watched (--kubernetes auto)"
+                    );
+                } else {
+                    tracing::info!(
+                        reason = %e,
+                        "no Kubernetes configuration found: workers, HPAs and pod-deletion costs \
+                         are not watched (--kubernetes auto)"
+                    );
+                }
                 return Ok(None);
             }
             Err(e) => return Err(ClusterError::Config(e.to_string())),

@@ -356,7 +356,7 @@ def test_workers_settings_are_environment():
     env = env_of(render())
     assert {k: v for k, v in env.items() if k.startswith("AIRFLOW_KEDA_SCALER_") and "DATABASE" not in k} == {
         "AIRFLOW_KEDA_SCALER_WORKER_QUEUES": f"{CONFIG_DIR}/worker-queues.yaml",
-        "AIRFLOW_KEDA_SCALER_KUBERNETES": "on",
+        "AIRFLOW_KEDA_SCALER_KUBERNETES": "auto",
         "AIRFLOW_KEDA_SCALER_KUBERNETES_NAMESPACE": NAMESPACE,
         "AIRFLOW_KEDA_SCALER_POD_DELETION_COST": "true",
         "AIRFLOW_KEDA_SCALER_POD_DELETION_COST_RATE": "10",
