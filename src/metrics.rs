@@ -477,4 +477,78 @@ mod tests {
         let text = m.encode(&store, &declared, Duration::from_secs(30));
         assert!(text.contains("airflow_keda_scaler_open_streams{method=\"StreamIsActive\"} 0"));
     }
+
+    #[test]
+    fn workers_gauges_follow_the_cluster_view() {
+        use crate::{
+            cluster::{ClusterView, DriftCause, DriftReport, HpaObservation, WorkerObservation},
+            worker_queue::{ScaleTargetRef, TargetKind},
+        };
+        let m = Metrics::new();
+        let declared = WorkerQueues::parse(
+            "workerQueues:\n  - name: default\n    scaleTargetRef: {kind: Deployment, name: w}\n",
+        )
+        .unwrap();
+        let store = SnapshotStore::new();
+        store.publish(Snapshot::new(
+            AirflowSchema::Airflow3,
+            vec![
+                QueueCount::new("default", TaskState::Running, None, 32),
+                QueueCount::new("default", TaskState::Scheduled, None, 5),
+            ],
+        ));
+        let mut view = ClusterView::default();
+        view.workloads.insert(
+            ScaleTargetRef {
+                kind: TargetKind::Deployment,
+                name: "w".into(),
+            },
+            WorkerObservation {
+                found: true,
+                ready_workers: 1,
+                hpa: Some(HpaObservation {
+                    desired_replicas: 2,
+                    current_replicas: 1,
+                    ..HpaObservation::default()
+                }),
+                ..WorkerObservation::default()
+            },
+        );
+        view.drift.insert(
+            "default".into(),
+            DriftReport {
+                drifting: true,
+                off_for_secs: 90.0,
+                cause: DriftCause::ParallelismCap,
+            },
+        );
+        let cluster = ClusterStore::default();
+        cluster.publish(view);
+        m.watch_workers(
+            Some(cluster),
+            PlanOptions {
+                airflow_parallelism: Some(32),
+                ..PlanOptions::default()
+            },
+        );
+        m.deletion_cost_patches(3, 1);
+        let text = m.encode(&store, &declared, Duration::from_secs(30));
+        for needle in [
+            "airflow_keda_scaler_scheduled_tasks{worker_queue=\"default\"} 5",
+            "airflow_keda_scaler_ready_workers{worker_queue=\"default\"} 1",
+            "airflow_keda_scaler_hpa_desired_workers{worker_queue=\"default\"} 2",
+            "airflow_keda_scaler_hpa_current_workers{worker_queue=\"default\"} 1",
+            "airflow_keda_scaler_hpa_drift{worker_queue=\"default\"} 1",
+            // 32 caps 10 workers x 16 at 2.
+            "airflow_keda_scaler_parallelism_capped_workers{worker_queue=\"default\"} 2",
+            "airflow_keda_scaler_airflow_parallelism 32",
+            // 32 running at parallelism 32 with 5 scheduled.
+            "airflow_keda_scaler_starved 1",
+            "airflow_keda_scaler_pod_deletion_cost_patches_total{result=\"ok\"} 3",
+            "airflow_keda_scaler_pod_deletion_cost_patches_total{result=\"error\"} 1",
+            "airflow_keda_scaler_parallelism 160",
+        ] {
+            assert!(text.contains(needle), "missing {needle}:\n{text}");
+        }
+    }
 }

@@ -359,33 +359,21 @@ impl Watcher {
     ) -> Self {
         let ns = cluster.namespace.clone();
         let mut tasks = Vec::new();
-        let (hpas, writer) = reflector::store();
         let hpa_api: Api<HorizontalPodAutoscaler> = Api::namespaced(cluster.client.clone(), &ns);
-        let token = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            let stream = reflector::reflector(writer, watcher(hpa_api, watcher::Config::default()))
-                .default_backoff()
-                .applied_objects();
-            futures::pin_mut!(stream);
-            let mut logged = None::<String>;
-            loop {
-                let next = tokio::select! {
-                    () = token.cancelled() => break,
-                    n = stream.next() => n,
-                };
-                match next {
-                    None => break,
-                    Some(Ok(_)) => logged = None,
-                    Some(Err(e)) => {
-                        let m = e.to_string();
-                        if logged.as_deref() != Some(m.as_str()) {
-                            tracing::warn!(error = %m, "watching HorizontalPodAutoscalers failed; retrying");
-                            logged = Some(m);
-                        }
-                    }
+        let mut logged = None::<String>;
+        let (hpas, task) = spawn_reflector(
+            hpa_api,
+            watcher::Config::default(),
+            shutdown.clone(),
+            move |e| {
+                let m = e.to_string();
+                if logged.as_deref() != Some(m.as_str()) {
+                    tracing::warn!(error = %m, "watching HorizontalPodAutoscalers failed; retrying");
+                    logged = Some(m);
                 }
-            }
-        }));
+            },
+        );
+        tasks.push(task);
         let mut workloads = BTreeMap::new();
         for t in targets {
             let slot = Arc::new(Mutex::new(Watched::default()));
@@ -445,6 +433,39 @@ impl Watcher {
     }
 }
 
+/// Runs a reflector of `K` until `shutdown`; watch errors go to `on_error` (the watcher retries
+/// with backoff).
+fn spawn_reflector<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    shutdown: CancellationToken,
+    mut on_error: impl FnMut(&watcher::Error) + Send + 'static,
+) -> (Store<K>, JoinHandle<()>)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let task = tokio::spawn(async move {
+        let stream = reflector::reflector(writer, watcher(api, config))
+            .default_backoff()
+            .applied_objects();
+        futures::pin_mut!(stream);
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break,
+                n = stream.next() => n,
+            };
+            match next {
+                None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => on_error(&e),
+            }
+        }
+    });
+    (store, task)
+}
+
 /// Watches one workload; (re)starts the pod reflector whenever its selector changes.
 fn spawn_target<K>(
     cluster: &Cluster,
@@ -502,28 +523,15 @@ where
                 }
                 w.pods = None;
                 if let Some(sel) = seen.and_then(|i| i.selector) {
-                    let (store, writer) = reflector::store();
-                    let config = watcher::Config::default().labels_from(&sel);
-                    let stream = reflector::reflector(writer, watcher(pods_api.clone(), config))
-                        .default_backoff()
-                        .applied_objects();
-                    let token = shutdown.clone();
                     let pod_slot = Arc::clone(&slot);
                     let pod_what = format!("watching the pods of {what}");
-                    w.pod_task = Some(tokio::spawn(async move {
-                        futures::pin_mut!(stream);
-                        loop {
-                            let next = tokio::select! {
-                                () = token.cancelled() => break,
-                                n = stream.next() => n,
-                            };
-                            match next {
-                                None => break,
-                                Some(Ok(_)) => {}
-                                Some(Err(e)) => note_error(&pod_slot, &pod_what, &e),
-                            }
-                        }
-                    }));
+                    let (store, task) = spawn_reflector(
+                        pods_api.clone(),
+                        watcher::Config::default().labels_from(&sel),
+                        shutdown.clone(),
+                        move |e| note_error(&pod_slot, &pod_what, e),
+                    );
+                    w.pod_task = Some(task);
                     w.pods = Some(store);
                 }
             }
