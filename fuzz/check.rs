@@ -16,8 +16,8 @@
 use std::collections::HashMap;
 
 use airflow_keda_scaler::{
-    metadata::{self, KEDA_KEYS, MAX_KEYS, OWN_KEYS},
-    worker_queue::{
+    scaler::model::metadata::{self, KEDA_KEYS, MAX_KEYS, OWN_KEYS},
+    scaler::model::worker_queue::{
         MAX_COUNT, MAX_EXECUTOR_NAME_LEN, MAX_LIST_LEN, MAX_QUEUE_NAME_LEN,
         MAX_WORKER_QUEUE_NAME_LEN, WorkerQueue, WorkerQueues,
     },

@@ -1,21 +1,20 @@
 //! The `airflow-keda-scaler` binary: parse flags, set up logging, run the chosen subcommand.
-#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use airflow_keda_scaler::{
-    app,
     cli::{Cli, Command},
     demo,
-    shutdown::Drain,
-    telemetry,
+    runtime::shutdown::Drain,
+    scaler::{self, config::ServeConfig},
+    webhook::{self, commands},
 };
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = telemetry::init(&cli.log) {
+    if let Err(e) = cli.log.init() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -29,27 +28,22 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
-    match command {
-        Command::Serve(args) => Ok(match app::serve(&args).await? {
+    let stdout = &mut std::io::stdout();
+    Ok(match command {
+        Command::Serve(args) => match scaler::serve(&ServeConfig::from(&*args)).await? {
             Drain::Clean => ExitCode::SUCCESS,
             Drain::GraceExpired | Drain::Forced => ExitCode::from(1),
-        }),
+        },
         Command::Explain(args) => {
-            app::explain(&args, &mut std::io::stdout()).await?;
-            Ok(ExitCode::SUCCESS)
+            scaler::explain(&(&args).into(), stdout).await?;
+            ExitCode::SUCCESS
         }
         Command::Demo(args) => {
-            demo::run(args).await?;
-            Ok(ExitCode::SUCCESS)
+            demo::run((&args).into()).await?;
+            ExitCode::SUCCESS
         }
-        Command::Webhook(args) => Ok(airflow_keda_scaler::webhook::run(*args).await?),
-        Command::ValidatePolicy(args) => Ok(airflow_keda_scaler::webhook::cli::validate_policy(
-            &args,
-            &mut std::io::stdout(),
-        )?),
-        Command::Mutate(args) => Ok(airflow_keda_scaler::webhook::cli::mutate(
-            &args,
-            &mut std::io::stdout(),
-        )?),
-    }
+        Command::Webhook(args) => webhook::run((&*args).into(), args.shutdown_grace).await?,
+        Command::ValidatePolicy(args) => commands::validate_policy(&args.file, stdout)?,
+        Command::Mutate(args) => commands::mutate(&(&args).into(), stdout)?,
+    })
 }

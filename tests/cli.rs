@@ -1,12 +1,10 @@
 //! The binary's user-visible paths other than `serve`: `explain`, `demo`, `--help`, and
 //! refusing a bad worker-queue file.
 
-mod support;
-
 use std::process::Command;
 
-use airflow_keda_scaler::airflow_fixture::{AirflowVersion, FixtureRow};
-use support::{databases::TestDb, scaler::create};
+use testkit::airflow::{AirflowVersion, FixtureRow};
+use testkit::{db::TestDb, scaler::create};
 
 const BIN: &str = env!("CARGO_BIN_EXE_airflow-keda-scaler");
 

@@ -1,20 +1,18 @@
 //! The metadata-database layer against real PostgreSQL, MariaDB and SQLite: schema detection,
 //! the refresh query, URL forms, secrets, and the refresher through connection loss.
 //!
-//! The servers must be running (see `tests/support/databases.rs`); a missing server fails.
-
-mod support;
+//! The servers must be running (see `crates/testkit/src/db.rs`); a missing server fails.
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use airflow_keda_scaler::{
-    airflow_fixture::{self, ALL_STATES, AirflowVersion, FixtureRow},
-    cli::DbArgs,
-    db::{DbError, Dialect, MetadataDb},
-    refresher::{self, RefreshStats},
-    snapshot::{AirflowSchema, Selector, Snapshot, SnapshotStore, TaskState},
+    scaler::config::DbConfig,
+    scaler::db::{DbError, Dialect, MetadataDb},
+    scaler::refresher::{self, RefreshStats},
+    scaler::snapshot::{AirflowSchema, Selector, Snapshot, SnapshotStore, TaskState},
 };
-use support::{databases::TestDb, relay::Relay};
+use testkit::airflow::{self, ALL_STATES, AirflowVersion, FixtureRow};
+use testkit::{db::TestDb, relay::Relay};
 use tokio_util::sync::CancellationToken;
 
 const CELERY_PATH: &str = "airflow.providers.celery.executors.celery_executor.CeleryExecutor";
@@ -40,8 +38,8 @@ const QI_HOSTILE: usize = 3;
 const QI_UNICODE: usize = 4;
 const QI_NULL: usize = 5;
 
-fn args(url: &str) -> DbArgs {
-    DbArgs {
+fn args(url: &str) -> DbConfig {
+    DbConfig {
         database_url: Some(url.to_string()),
         database_password_file: None,
         database_schema: None,
@@ -142,11 +140,11 @@ fn celery(queues: &[&str], celery_is_default: bool) -> Selector {
 /// Creates `task_instance` of `version` with `rows` (queue `nullq` becomes NULL).
 async fn create(db: &TestDb, version: AirflowVersion, rows: &[FixtureRow]) {
     let d = db.dialect();
-    let mut statements = airflow_fixture::drop_table_sql(d);
-    statements.extend(airflow_fixture::create_table_sql(d, version));
-    statements.extend(airflow_fixture::insert_sql_chunked(d, version, rows));
+    let mut statements = airflow::drop_table_sql(d);
+    statements.extend(airflow::create_table_sql(d, version));
+    statements.extend(airflow::insert_sql_chunked(d, version, rows));
     statements.push("UPDATE task_instance SET queue = NULL WHERE queue = 'nullq'".into());
-    airflow_fixture::execute(db.url(), &statements)
+    airflow::execute(db.url(), &statements)
         .await
         .unwrap_or_else(|e| panic!("{d} {version:?}: {e}"));
 }
@@ -349,18 +347,16 @@ async fn postgres_schema_via_search_path() {
         "CREATE SCHEMA airflow_meta".to_string(),
         "SET search_path TO airflow_meta".to_string(),
     ];
-    statements.extend(airflow_fixture::create_table_sql(
+    statements.extend(airflow::create_table_sql(
         Dialect::Postgres,
         AirflowVersion::V3,
     ));
-    statements.push(airflow_fixture::insert_sql(
+    statements.push(airflow::insert_sql(
         Dialect::Postgres,
         AirflowVersion::V3,
         &rows,
     ));
-    airflow_fixture::execute(db.url(), &statements)
-        .await
-        .unwrap();
+    airflow::execute(db.url(), &statements).await.unwrap();
 
     // Not in `public`.
     let plain = MetadataDb::connect(&args(db.url())).await.unwrap();
@@ -437,9 +433,9 @@ async fn sqlalchemy_urls_connect() {
     // A relative SQLite path (SQLAlchemy: three slashes), resolved from the working directory.
     let dir = tempfile::tempdir().unwrap();
     let abs = dir.path().join("rel.db");
-    airflow_fixture::execute(
+    airflow::execute(
         &format!("sqlite:///{}", abs.display()),
-        &airflow_fixture::create_table_sql(Dialect::Sqlite, AirflowVersion::V3),
+        &airflow::create_table_sql(Dialect::Sqlite, AirflowVersion::V3),
     )
     .await
     .unwrap();
@@ -553,7 +549,7 @@ async fn server_errors_are_secret_free() {
     }
 
     // A query error (the table exists but lacks a column the query needs).
-    airflow_fixture::execute(
+    airflow::execute(
         pg.url(),
         &["CREATE TABLE task_instance (executor VARCHAR(10), id INTEGER)".to_string()],
     )
@@ -569,9 +565,9 @@ async fn server_errors_are_secret_free() {
 }
 
 async fn wait_for(
-    rx: &mut tokio::sync::watch::Receiver<airflow_keda_scaler::snapshot::Published>,
+    rx: &mut tokio::sync::watch::Receiver<airflow_keda_scaler::scaler::snapshot::Published>,
     what: &str,
-    f: impl Fn(&airflow_keda_scaler::snapshot::Published) -> bool,
+    f: impl Fn(&airflow_keda_scaler::scaler::snapshot::Published) -> bool,
 ) {
     tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|p| f(p)))
         .await
@@ -702,7 +698,7 @@ async fn refresher_follows_a_schema_change() {
     assert_eq!(s.demand(&celery(&["default"], false)).queued, 1);
 
     // The migration: the table is briefly gone (a refresh fails), then has the 3.x shape.
-    airflow_fixture::execute(db.url(), &airflow_fixture::drop_table_sql(Dialect::Sqlite))
+    airflow::execute(db.url(), &airflow::drop_table_sql(Dialect::Sqlite))
         .await
         .unwrap();
     wait_for(&mut rx, "an error while the table is gone", |p| {

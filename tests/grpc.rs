@@ -1,16 +1,12 @@
 //! End to end: the scaler against real PostgreSQL, MariaDB and SQLite, asked through a real
 //! tonic client (generated from KEDA's proto) over a loopback socket.
 
-mod support;
-
 use std::time::Duration;
 
-use airflow_keda_scaler::{
-    airflow_fixture::{self, AirflowVersion, FixtureRow},
-    proto::externalscaler::GetMetricsRequest,
-};
-use support::{
-    databases::TestDb,
+use airflow_keda_scaler::scaler::grpc::proto::externalscaler::GetMetricsRequest;
+use testkit::airflow::{self, AirflowVersion, FixtureRow};
+use testkit::{
+    db::TestDb,
     relay::Relay,
     scaler::{channel, create, health_of, metric, object, start, wait_ready},
 };
@@ -45,7 +41,7 @@ fn rows() -> Vec<FixtureRow> {
         1,
     );
     // Every other state: none of these may count.
-    for state in airflow_fixture::ALL_STATES
+    for state in airflow::ALL_STATES
         .into_iter()
         .filter(|s| !matches!(s, Some("queued" | "running")))
     {
@@ -211,9 +207,9 @@ async fn stream_is_active_pushes_transitions() {
 
     let started = std::time::Instant::now();
     let row = FixtureRow::new("dag", "t", "run", Some("queued"), "default");
-    airflow_fixture::execute(
+    airflow::execute(
         db.url(),
-        &[airflow_fixture::insert_sql(
+        &[airflow::insert_sql(
             db.dialect(),
             AirflowVersion::V3,
             &[row],

@@ -1,25 +1,25 @@
 //! TLS and mutual TLS on the scaler's gRPC port, with certificates made in the test (rcgen),
 //! as KEDA uses them: PEM text of a CA, a client certificate and key, ALPN h2.
 
-mod support;
-
 use std::{path::Path, time::Duration};
 
 use airflow_keda_scaler::{
-    airflow_fixture::{AirflowVersion, FixtureRow},
-    app::{Scaler, ScalerConfig},
-    metrics::Metrics,
-    proto::externalscaler::{GetMetricsRequest, external_scaler_client::ExternalScalerClient},
-    server::GrpcOptions,
-    tls::grpc::TlsFiles,
-    worker_queue::WorkerQueues,
+    runtime::tls::reloading::TlsFiles,
+    scaler::grpc::GrpcOptions,
+    scaler::grpc::proto::externalscaler::{
+        GetMetricsRequest, external_scaler_client::ExternalScalerClient,
+    },
+    scaler::metrics::Metrics,
+    scaler::model::worker_queue::WorkerQueues,
+    scaler::{Scaler, ScalerConfig},
 };
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
-use support::{
-    databases::TestDb,
-    scaler::{WORKER_QUEUES, create, db_args, object},
+use testkit::airflow::{AirflowVersion, FixtureRow};
+use testkit::{
+    db::TestDb,
+    scaler::{WORKER_QUEUES, create, db_config, object},
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -77,7 +77,7 @@ async fn start_tls(db: &TestDb, files: TlsFiles) -> Scaler {
         admin_addr: None,
         declared: WorkerQueues::parse(WORKER_QUEUES).unwrap(),
         refresh_interval: Duration::from_millis(100),
-        db: db_args(db.url()),
+        db: db_config(db.url()),
     };
     let scaler = Scaler::start(config, CancellationToken::new())
         .await

@@ -6,8 +6,6 @@
 //! client's statement answered to another's — a panic inside sqlx — with it off. The scaler
 //! therefore sends its constant queries with the simple query protocol.)
 
-mod support;
-
 use std::{
     net::TcpListener,
     path::{Path, PathBuf},
@@ -16,11 +14,11 @@ use std::{
 };
 
 use airflow_keda_scaler::{
-    airflow_fixture::{AirflowVersion, FixtureRow},
-    db::MetadataDb,
-    snapshot::{Selector, Snapshot},
+    scaler::db::MetadataDb,
+    scaler::snapshot::{Selector, Snapshot},
 };
-use support::{databases::TestDb, scaler::create, scaler::db_args};
+use testkit::airflow::{AirflowVersion, FixtureRow};
+use testkit::{db::TestDb, scaler::create, scaler::db_config};
 
 /// A PgBouncer process on a free loopback port, stopped on drop.
 struct PgBouncer {
@@ -126,7 +124,7 @@ async fn refreshes_work_behind_pgbouncer_transaction_pooling() {
     };
     let mut tasks = Vec::new();
     for pgbouncer in [true, false, true] {
-        let mut args = db_args(&bouncer.url(&db));
+        let mut args = db_config(&bouncer.url(&db));
         args.pgbouncer = pgbouncer;
         let db = MetadataDb::connect(&args).await.unwrap();
         let selector = selector.clone();

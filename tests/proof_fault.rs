@@ -15,19 +15,17 @@
 //! - after the database returns the scaler recovers without a restart: readiness SERVING, 10 /
 //!   `true`, every stream reopened with `true`.
 
-mod support;
-
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use airflow_keda_scaler::{
-    airflow_fixture::{self, AirflowVersion, FixtureRow},
-    proto::externalscaler::{GetMetricsRequest, external_scaler_client::ExternalScalerClient},
+use airflow_keda_scaler::scaler::grpc::proto::externalscaler::{
+    GetMetricsRequest, external_scaler_client::ExternalScalerClient,
 };
-use support::{
-    databases::TestDb,
+use testkit::airflow::{self, AirflowVersion, FixtureRow};
+use testkit::{
+    db::TestDb,
     relay::Relay,
     scaler::{channel, create, health_of, object, start},
 };
@@ -231,7 +229,7 @@ async fn database_outage_longer_than_staleness_then_recovery() {
     create(&db, AirflowVersion::V3, &initial).await;
     let relay = Relay::start(db.addr()).await;
     let mut r = start(&db.url_via(relay.addr()), REFRESH, STALENESS).await;
-    support::scaler::wait_ready(&mut r.health).await;
+    testkit::scaler::wait_ready(&mut r.health).await;
 
     let stop = CancellationToken::new();
     let answers = Arc::new(Mutex::new(Vec::new()));
@@ -269,9 +267,9 @@ async fn database_outage_longer_than_staleness_then_recovery() {
     relay.cut();
     // The database moves on while the scaler cannot see it.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    airflow_fixture::execute(
+    airflow::execute(
         db.url(),
-        &[airflow_fixture::insert_sql(
+        &[airflow::insert_sql(
             db.dialect(),
             AirflowVersion::V3,
             &rows(100..103, "queued"),
@@ -457,7 +455,7 @@ async fn database_outage_longer_than_staleness_then_recovery() {
 
     // Values are right after recovery.
     assert_eq!(
-        support::scaler::metric(&mut r.client, "default")
+        testkit::scaler::metric(&mut r.client, "default")
             .await
             .unwrap(),
         AFTER_VALUE

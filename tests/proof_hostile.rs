@@ -4,22 +4,20 @@
 //! SERVING. Also runs the fuzz target's body (`fuzz/check.rs`) over its seed corpus, so the
 //! fuzz target cannot rot without CI noticing.
 
-mod support;
-
 #[path = "../fuzz/check.rs"]
 mod fuzz_check;
 
 use std::{collections::HashMap, time::Duration};
 
 use airflow_keda_scaler::{
-    airflow_fixture::{AirflowVersion, FixtureRow},
-    proto::externalscaler::{
+    scaler::grpc::proto::externalscaler::{
         GetMetricsRequest, ScaledObjectRef, external_scaler_client::ExternalScalerClient,
     },
-    worker_queue::excerpt,
+    scaler::model::worker_queue::excerpt,
 };
-use support::{
-    databases::TestDb,
+use testkit::airflow::{AirflowVersion, FixtureRow};
+use testkit::{
+    db::TestDb,
     scaler::{create, health_of, metric, object, start, wait_ready},
 };
 use tonic::{Code, transport::Channel};

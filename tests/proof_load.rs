@@ -10,8 +10,6 @@
 //! `SETTINGS_MAX_CONCURRENT_STREAMS` is advertised and one connection carries all 1 000
 //! streams. This test keeps that true.
 
-mod support;
-
 use std::{
     collections::HashMap,
     sync::{
@@ -21,14 +19,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use airflow_keda_scaler::{
-    airflow_fixture::{self, AirflowVersion, FixtureRow},
-    proto::externalscaler::{
-        GetMetricsRequest, ScaledObjectRef, external_scaler_client::ExternalScalerClient,
-    },
+use airflow_keda_scaler::scaler::grpc::proto::externalscaler::{
+    GetMetricsRequest, ScaledObjectRef, external_scaler_client::ExternalScalerClient,
 };
-use support::{
-    databases::TestDb,
+use testkit::airflow::{self, AirflowVersion, FixtureRow};
+use testkit::{
+    db::TestDb,
     scaler::{channel, create, health_of, object, start, wait_ready},
 };
 use tokio::{sync::mpsc, task::JoinSet};
@@ -299,9 +295,9 @@ async fn thousand_streams_and_sustained_unary_calls() {
 
     // One task queued in `default`: every stream must be told, once.
     let inserted = Instant::now();
-    airflow_fixture::execute(
+    airflow::execute(
         db.url(),
-        &[airflow_fixture::insert_sql(
+        &[airflow::insert_sql(
             db.dialect(),
             AirflowVersion::V3,
             &[FixtureRow::new(

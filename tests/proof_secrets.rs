@@ -15,8 +15,6 @@
 //! that never finishes holds the drain until the grace period (exit 1); a second SIGTERM
 //! during such a drain exits at once.
 
-mod support;
-
 use std::{
     net::SocketAddr,
     process::{ExitStatus, Stdio},
@@ -25,13 +23,16 @@ use std::{
 };
 
 use airflow_keda_scaler::{
-    airflow_fixture::{AirflowVersion, FixtureRow},
-    db::Dialect,
-    proto::externalscaler::{GetMetricsRequest, external_scaler_client::ExternalScalerClient},
+    scaler::db::Dialect,
+    scaler::grpc::proto::externalscaler::{
+        GetMetricsRequest, external_scaler_client::ExternalScalerClient,
+    },
 };
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use support::{
-    databases::TestDb,
+use testkit::airflow::{AirflowVersion, FixtureRow};
+use testkit::{
+    db::TestDb,
+    process::free_port,
     scaler::{WORKER_QUEUES, create, object},
 };
 use tokio::{io::AsyncReadExt, process::Child};
@@ -74,13 +75,6 @@ impl Secret {
             }
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// How the database URL reaches the process.
@@ -197,7 +191,7 @@ impl Process {
     }
 
     async fn client(&self) -> ExternalScalerClient<Channel> {
-        ExternalScalerClient::new(support::scaler::channel(self.grpc).await)
+        ExternalScalerClient::new(testkit::scaler::channel(self.grpc).await)
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
@@ -290,7 +284,7 @@ async fn call_everything(p: &Process) -> String {
         Err(e) => seen += &format!("stream: {e:?}\n"),
     }
     let mut health =
-        tonic_health::pb::health_client::HealthClient::new(support::scaler::channel(p.grpc).await);
+        tonic_health::pb::health_client::HealthClient::new(testkit::scaler::channel(p.grpc).await);
     for service in ["", "liveness", "readiness"] {
         let h = health
             .check(tonic_health::pb::HealthCheckRequest {
@@ -515,13 +509,13 @@ async fn queue_names_are_data(db: TestDb) {
         }
     }
     create(&db, AirflowVersion::V3, &rows).await;
-    let mut r = support::scaler::start(
+    let mut r = testkit::scaler::start(
         db.url(),
         Duration::from_millis(100),
         Duration::from_secs(30),
     )
     .await;
-    support::scaler::wait_ready(&mut r.health).await;
+    testkit::scaler::wait_ready(&mut r.health).await;
     for _round in 0..2 {
         for (i, name) in names.iter().enumerate() {
             let got = r
@@ -572,8 +566,12 @@ fn runtime_sql_is_constant() {
         }
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = vec![root.join("refresher.rs"), root.join("scaler_service.rs")];
-    for dir in ["db"] {
+    let mut files = vec![
+        root.join("scaler/refresher.rs"),
+        root.join("scaler/grpc/service.rs"),
+        root.join("demo/schema.rs"),
+    ];
+    for dir in ["scaler/db"] {
         for entry in std::fs::read_dir(root.join(dir)).unwrap() {
             files.push(entry.unwrap().path());
         }
@@ -620,7 +618,7 @@ async fn hold_a_call(grpc: SocketAddr) -> impl Send {
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest,
     };
-    let mut client = ServerReflectionClient::new(support::scaler::channel(grpc).await);
+    let mut client = ServerReflectionClient::new(testkit::scaler::channel(grpc).await);
     let first = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),

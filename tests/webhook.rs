@@ -11,8 +11,7 @@ use std::{
 };
 
 use airflow_keda_scaler::webhook::{
-    args::{MutateArgs, MutateOutput, ValidatePolicyArgs},
-    cli,
+    commands::{self, MutateOutput, MutateRequest},
     server::{self, RunningWebhook, TlsSource, WebhookConfig},
 };
 use base64::Engine as _;
@@ -29,6 +28,37 @@ fn fixture(name: &str) -> PathBuf {
 fn pod(name: &str) -> Value {
     let text = std::fs::read_to_string(fixture(name)).unwrap();
     serde_yaml::from_str(&text).unwrap()
+}
+
+/// A task pod exactly as Airflow 3.3.2 builds it (`tests/fixtures/webhook/airflow-3.3.2/`).
+fn airflow_pod(name: &str) -> Value {
+    pod(&format!("airflow-3.3.2/{name}.json"))
+}
+
+/// The shipped example policy.
+fn example_policy() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/webhook-policy.yaml"),
+    )
+    .unwrap()
+}
+
+fn warnings_of(response: &Value) -> Vec<String> {
+    response["warnings"]
+        .as_array()
+        .map(|w| w.iter().map(|w| w.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+fn instance_type(pod: &Value) -> &Value {
+    &pod["spec"]["nodeSelector"]["node.kubernetes.io/instance-type"]
+}
+
+fn tolerates(pod: &Value, key: &str, value: Option<&str>) -> bool {
+    pod["spec"]["tolerations"].as_array().is_some_and(|ts| {
+        ts.iter()
+            .any(|t| t["key"] == key && value.is_none_or(|v| t["value"] == v))
+    })
 }
 
 /// A test CA that signs leaf certificates for `localhost`.
@@ -162,6 +192,23 @@ impl Harness {
         r
     }
 
+    /// Sends a review that must be admitted; returns the response and the patched pod.
+    async fn admitted(&self, uid: &str, pod: &Value) -> (Value, Value) {
+        let r = self.review(uid, pod).await;
+        assert_eq!(r["allowed"], true, "{uid}: {r}");
+        let (patched, _) = apply(&r, pod);
+        (r, patched)
+    }
+
+    /// Sends a review that must be denied (403, no patch); returns the message.
+    async fn denied(&self, uid: &str, pod: &Value) -> String {
+        let r = self.review(uid, pod).await;
+        assert_eq!(r["allowed"], false, "{uid}: {r}");
+        assert_eq!(r["status"]["code"], 403, "{uid}: {r}");
+        assert!(r.get("patch").is_none(), "{uid}: {r}");
+        r["status"]["message"].as_str().unwrap().to_owned()
+    }
+
     async fn write_policy(&self, text: &str) {
         let path = self.dir.path().join("policy.yaml");
         let tmp = self.dir.path().join("policy.yaml.tmp");
@@ -174,7 +221,8 @@ impl Harness {
         if let Some(s) = self.server.take() {
             tokio::time::timeout(Duration::from_secs(5), s.wait())
                 .await
-                .expect("webhook stops within 5 s");
+                .expect("webhook stops within 5 s")
+                .expect("no webhook task failed");
         }
     }
 }
@@ -328,51 +376,67 @@ async fn airflow2_pod_with_its_own_resources_keeps_them() {
 }
 
 #[tokio::test]
-async fn airflow3_pod_with_profile_gets_node_type_and_temp_storage_without_touching_workload() {
+async fn airflow3_pod_with_profile_gets_node_type_and_temp_storage_without_touching_args() {
     let h = Harness::start(Some(
         &std::fs::read_to_string(fixture("policy.yaml")).unwrap(),
     ))
     .await;
-    let original = with_annotation(
-        pod("airflow3-pod.yaml"),
-        "airflow-keda-scaler/profile",
-        "large",
-    );
-    let r = h.review("a3-large", &original).await;
-    assert_eq!(r["allowed"], true, "{r}");
-    let (p, _) = apply(&r, &original);
-    let b = base(&p);
-    let ob = &original["spec"]["containers"][0];
-    assert_eq!(b["args"], ob["args"], "execute_workload args untouched");
-    assert_eq!(
-        b["resources"]["requests"],
-        json!({"cpu": "8", "memory": "32Gi"})
-    );
-    assert_eq!(p["spec"]["nodeSelector"], json!({"pool": "big"}));
-    // Workload volume and mount unchanged and first; ours appended.
-    assert_eq!(p["spec"]["volumes"][0], original["spec"]["volumes"][0]);
-    assert_eq!(b["volumeMounts"][0], ob["volumeMounts"][0]);
-    let volumes = p["spec"]["volumes"].as_array().unwrap();
-    assert_eq!(volumes.len(), 3);
-    assert_eq!(
-        volumes[2],
-        json!({"name": "airflow-keda-scaler-tmp", "emptyDir": {"sizeLimit": "20Gi"}})
-    );
-    let mounts = b["volumeMounts"].as_array().unwrap();
-    assert_eq!(
-        mounts[2],
-        json!({"name": "airflow-keda-scaler-tmp", "mountPath": "/scratch"})
-    );
-    let env = b["env"].as_array().unwrap();
-    assert_eq!(env[0]["name"], "AIRFLOW_IS_K8S_EXECUTOR_POD");
-    assert_eq!(env[1], json!({"name": "TMPDIR", "value": "/scratch"}));
-    assert_eq!(p["metadata"]["labels"]["size"], "large");
-    assert_eq!(p["metadata"]["labels"]["dag_id"], "example_ml");
-    let applied = p["metadata"]["annotations"]["airflow-keda-scaler/applied"]
-        .as_str()
-        .unwrap();
-    assert!(applied.starts_with("profile=large"), "{applied}");
-    assert_idempotent(&h, "a3-large", &original, &r).await;
+    for (i, name) in ["plain", "plain.api-server-defaulted"]
+        .into_iter()
+        .enumerate()
+    {
+        let original = with_annotation(airflow_pod(name), "airflow-keda-scaler/profile", "large");
+        let uid = format!("a3-large-{i}");
+        let r = h.review(&uid, &original).await;
+        assert_eq!(r["allowed"], true, "{name}: {r}");
+        let (p, _) = apply(&r, &original);
+        let b = base(&p);
+        let ob = &original["spec"]["containers"][0];
+        assert_eq!(
+            b["args"], ob["args"],
+            "{name}: execute_workload args untouched"
+        );
+        assert!(
+            b["args"][4].as_str().unwrap().contains("\"token\""),
+            "the workload and its token are inline in --json-string"
+        );
+        assert_eq!(
+            b["resources"]["requests"],
+            json!({"cpu": "8", "memory": "32Gi"})
+        );
+        assert_eq!(p["spec"]["nodeSelector"], json!({"pool": "big"}));
+        // Airflow's volumes and mounts unchanged and first; ours appended.
+        let (ov, om) = (
+            original["spec"]["volumes"].as_array().unwrap(),
+            ob["volumeMounts"].as_array().unwrap(),
+        );
+        let volumes = p["spec"]["volumes"].as_array().unwrap();
+        let mounts = b["volumeMounts"].as_array().unwrap();
+        assert_eq!(&volumes[..ov.len()], &ov[..]);
+        assert_eq!(&mounts[..om.len()], &om[..]);
+        assert_eq!(
+            volumes[ov.len()..],
+            [json!({"name": "airflow-keda-scaler-tmp", "emptyDir": {"sizeLimit": "20Gi"}})]
+        );
+        assert_eq!(
+            mounts[om.len()..],
+            [json!({"name": "airflow-keda-scaler-tmp", "mountPath": "/scratch"})]
+        );
+        let env = b["env"].as_array().unwrap();
+        let oenv = ob["env"].as_array().unwrap();
+        assert_eq!(&env[..oenv.len()], &oenv[..]);
+        assert_eq!(
+            env[oenv.len()..],
+            [json!({"name": "TMPDIR", "value": "/scratch"})]
+        );
+        assert_eq!(p["metadata"]["labels"]["size"], "large");
+        assert_eq!(p["metadata"]["labels"]["dag_id"], "example_etl");
+        let applied = p["metadata"]["annotations"]["airflow-keda-scaler/applied"]
+            .as_str()
+            .unwrap();
+        assert!(applied.starts_with("profile=large"), "{applied}");
+        assert_idempotent(&h, &uid, &original, &r).await;
+    }
     h.stop().await;
 }
 
@@ -382,7 +446,7 @@ async fn sidecars_get_a_warning_and_oversize_requests_are_denied() {
         &std::fs::read_to_string(fixture("policy.yaml")).unwrap(),
     ))
     .await;
-    let mut with_sidecar = pod("airflow3-pod.yaml");
+    let mut with_sidecar = airflow_pod("plain");
     let containers = with_sidecar["spec"]["containers"].as_array_mut().unwrap();
     containers.push(json!({"name": "log-shipper", "image": "fluent-bit:3", "resources": {"requests": {"cpu": "100m"}}}));
     containers.push(json!({"name": "istio-proxy", "image": "istio/proxyv2"}));
@@ -678,7 +742,7 @@ async fn certificate_rotation_without_restart() {
 fn example_policy_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/webhook-policy.yaml");
     let mut out = Vec::new();
-    let code = cli::validate_policy(&ValidatePolicyArgs { file: path }, &mut out).unwrap();
+    let code = commands::validate_policy(&path, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert_eq!(code, ExitCode::SUCCESS, "{text}");
     assert!(!text.contains("warning"), "{text}");
@@ -687,13 +751,7 @@ fn example_policy_is_valid() {
 #[test]
 fn validate_policy_reports_every_problem_with_its_path() {
     let mut out = Vec::new();
-    let code = cli::validate_policy(
-        &ValidatePolicyArgs {
-            file: fixture("broken-policy.yaml"),
-        },
-        &mut out,
-    )
-    .unwrap();
+    let code = commands::validate_policy(&fixture("broken-policy.yaml"), &mut out).unwrap();
     assert_eq!(code, ExitCode::from(1));
     let text = String::from_utf8(out).unwrap();
     for path in [
@@ -716,12 +774,12 @@ fn mutate_command_prints_patch_and_pod_or_denial() {
     let dir = tempfile::tempdir().unwrap();
     let pod_file = dir.path().join("pod.yaml");
     let p = with_annotation(
-        pod("airflow3-pod.yaml"),
+        airflow_pod("plain.api-server-defaulted"),
         "airflow-keda-scaler/profile",
         "large",
     );
     std::fs::write(&pod_file, serde_yaml::to_string(&p).unwrap()).unwrap();
-    let args = |output| MutateArgs {
+    let args = |output| MutateRequest {
         policy: example.clone(),
         pod: pod_file.clone(),
         namespace: None,
@@ -729,7 +787,7 @@ fn mutate_command_prints_patch_and_pod_or_denial() {
     };
     let mut out = Vec::new();
     assert_eq!(
-        cli::mutate(&args(MutateOutput::Json), &mut out).unwrap(),
+        commands::mutate(&args(MutateOutput::Json), &mut out).unwrap(),
         ExitCode::SUCCESS
     );
     let v: Value = serde_json::from_slice(&out).unwrap();
@@ -743,7 +801,7 @@ fn mutate_command_prints_patch_and_pod_or_denial() {
     json_patch::patch(&mut applied, &patch).unwrap();
     assert_eq!(applied, v["pod"]);
     let mut out = Vec::new();
-    cli::mutate(&args(MutateOutput::Yaml), &mut out).unwrap();
+    commands::mutate(&args(MutateOutput::Yaml), &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(
         text.contains("# outcome: mutated") && text.contains("op: add"),
@@ -754,8 +812,8 @@ fn mutate_command_prints_patch_and_pod_or_denial() {
     big["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "100Gi"}});
     std::fs::write(&pod_file, serde_yaml::to_string(&big).unwrap()).unwrap();
     let mut out = Vec::new();
-    let code = cli::mutate(&args(MutateOutput::Yaml), &mut out).unwrap();
-    assert_eq!(code, ExitCode::from(cli::EXIT_DENIED));
+    let code = commands::mutate(&args(MutateOutput::Yaml), &mut out).unwrap();
+    assert_eq!(code, ExitCode::from(commands::EXIT_DENIED));
     let text = String::from_utf8(out).unwrap();
     assert!(
         text.contains("DENIED: task example_etl.transform"),
@@ -905,5 +963,320 @@ async fn self_signed_for_local_runs() {
         .unwrap();
     assert_eq!(r["response"]["allowed"], true);
     token.cancel();
-    server.wait().await;
+    server.wait().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pods as Airflow builds them, against the shipped example policy (issue 13).
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn extended_resources_are_placed_on_a_node_type_that_has_them() {
+    let h = Harness::start(Some(&example_policy())).await;
+    // A pod_override asking for a GPU, no profile: placed on the node type with GPUs.
+    let gpu = pod("gpu-override.json");
+    let (r, p) = h.admitted("gpu", &gpu).await;
+    assert_eq!(instance_type(&p), "g5.xlarge");
+    assert!(tolerates(&p, "nvidia.com/gpu", None), "{}", p["spec"]);
+    let applied = p["metadata"]["annotations"]["airflow-keda-scaler/applied"]
+        .as_str()
+        .unwrap();
+    assert!(applied.contains("node type g5.xlarge"), "{applied}");
+    assert_idempotent(&h, "gpu", &gpu, &r).await;
+
+    // A profile placing the pod on a node type without GPUs: denied, not Pending forever.
+    let on_r5 = with_annotation(gpu.clone(), "airflow-keda-scaler/profile", "large");
+    let msg = h.denied("gpu-on-r5", &on_r5).await;
+    for part in [
+        "1 of nvidia.com/gpu",
+        "`r5.2xlarge` offers none of nvidia.com/gpu",
+    ] {
+        assert!(msg.contains(part), "{part:?} not in {msg}");
+    }
+    // A profile that places nothing: the GPU still decides the node type.
+    let medium = with_annotation(gpu.clone(), "airflow-keda-scaler/profile", "medium");
+    let (_, p) = h.admitted("gpu-medium", &medium).await;
+    assert_eq!(instance_type(&p), "g5.xlarge");
+
+    // Hugepages no node type offers: denied.
+    let msg = h.denied("hugepages", &pod("hugepages-override.json")).await;
+    assert!(msg.contains("hugepages-2Mi"), "{msg}");
+    assert!(msg.contains("no node type of this cluster"), "{msg}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn pod_level_resources_are_respected() {
+    let h = Harness::start(Some(&example_policy())).await;
+    let original = pod("pod-level-resources.json");
+    let (r, p) = h.admitted("pod-level", &original).await;
+    // No default is added to what the pod budgets at pod level: the API server would refuse
+    // containers whose requests sum above spec.resources.
+    let res = &base(&p)["resources"];
+    assert!(res["requests"]["cpu"].is_null(), "{res}");
+    assert!(res["limits"]["memory"].is_null(), "{res}");
+    assert_eq!(p["spec"]["resources"], original["spec"]["resources"]);
+    assert_idempotent(&h, "pod-level", &original, &r).await;
+
+    // A profile asking for more than the pod-level budget: a clear denial.
+    let medium = with_annotation(original, "airflow-keda-scaler/profile", "medium");
+    let msg = h.denied("pod-level-medium", &medium).await;
+    for part in ["pod-level", "spec.resources", "500m", "profile medium"] {
+        assert!(msg.contains(part), "{part:?} not in {msg}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn duplicate_env_names_the_last_one_gets_the_value() {
+    let h = Harness::start(Some(&example_policy())).await;
+    let original = with_annotation(
+        pod("duplicate-env.json"),
+        "airflow-keda-scaler/profile",
+        "large",
+    );
+    let (r, p) = h.admitted("dup-env", &original).await;
+    let tmpdirs: Vec<&Value> = base(&p)["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "TMPDIR")
+        .collect();
+    assert_eq!(tmpdirs.len(), 2, "no entry added or removed");
+    assert_eq!(
+        tmpdirs[0]["value"], "/tmp",
+        "the template's entry is left alone"
+    );
+    assert_eq!(
+        tmpdirs[1]["value"], "/scratch",
+        "the last entry is the one that runs"
+    );
+    assert_idempotent(&h, "dup-env", &original, &r).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn partial_node_selector_and_required_affinity_name_a_known_node_type() {
+    let h = Harness::start(Some(&example_policy())).await;
+    for name in ["partial-node-selector.json", "node-affinity.json"] {
+        let original = pod(name);
+        let r = h.review(name, &original).await;
+        assert_eq!(r["allowed"], true, "{name}: {r}");
+        assert!(warnings_of(&r).is_empty(), "{name}: {r}");
+        let (p, _) = apply(&r, &original);
+        assert!(
+            tolerates(&p, "airflow.example.com/pool", Some("tasks-memory")),
+            "{name}: {}",
+            p["spec"]
+        );
+        assert_eq!(instance_type(&p), "r5.2xlarge", "{name}");
+        assert_idempotent(&h, name, &original, &r).await;
+
+        // Its requests are checked against that node type.
+        let mut big = original.clone();
+        big["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "60Gi"}});
+        let msg = h.denied(&format!("{name}-big"), &big).await;
+        assert!(msg.contains("`r5.2xlarge` offers 58Gi"), "{msg}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn denial_advice_can_be_followed() {
+    let policy = r#"
+nodeTypes:
+  small: {allocatable: {cpu: "4", memory: 16Gi}, nodeSelector: {pool: small}}
+  big: {allocatable: {cpu: "16", memory: 64Gi}, nodeSelector: {pool: big}}
+defaultNodeType: small
+profiles:
+  large: {nodeType: big, resources: {requests: {cpu: "2"}, limits: {cpu: "2"}}}
+rules:
+  - name: pin-small
+    match: {dagIds: ["example_*"]}
+    nodeType: small
+"#;
+    let h = Harness::start(Some(policy)).await;
+    let mut p = with_annotation(
+        airflow_pod("override_resources"),
+        "airflow-keda-scaler/profile",
+        "large",
+    );
+    p["spec"]["containers"][0]["resources"]["requests"]["memory"] = json!("20Gi");
+    p["spec"]["containers"][0]["resources"]["limits"]["memory"] = json!("20Gi");
+    let msg = h.denied("advice", &p).await;
+    assert!(msg.contains("rule `pin-small`"), "{msg}");
+    assert!(
+        !msg.contains("`large`"),
+        "advises the profile the task already has: {msg}"
+    );
+    h.stop().await;
+}
+
+#[test]
+fn validate_policy_refuses_run_time_traps() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("traps.yaml");
+    std::fs::write(
+        &file,
+        r#"
+nodeTypes:
+  cpu: {allocatable: {cpu: "8", memory: 32Gi}, nodeSelector: {pool: cpu}}
+  cpu-too: {allocatable: {cpu: "8", memory: 32Gi}, nodeSelector: {pool: cpu}}
+  gpu: {allocatable: {cpu: "8", memory: 32Gi, nvidia.com/gpu: 1}, nodeSelector: {pool: gpu}}
+  bare: {nodeSelector: {pool: bare}}
+defaultNodeType: cpu
+profiles:
+  gpu-on-cpu:
+    nodeType: cpu
+    resources: {requests: {nvidia.com/gpu: 1}, limits: {nvidia.com/gpu: 1}}
+  trainer:
+    nodeType: gpu
+    resources: {requests: {nvidia.com/gpu: 1}, limits: {nvidia.com/gpu: 1}}
+  scratch:
+    tempStorage: {path: /scratch, sizeLimit: 50Gi}
+    env: {TMPDIR: /scratch}
+  ram-disk:
+    resources: {limits: {memory: 1Gi}}
+    tempStorage: {path: /fast, medium: Memory, sizeLimit: 4Gi, volumeName: fast}
+rules:
+  - name: everything-on-cpu
+    match: {namespaces: [airflow]}
+    nodeType: cpu
+  - name: reports
+    match: {dagIds: ["report_*"]}
+    tempStorage: {path: /tmp/reports, sizeLimit: 10Gi}
+"#,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let code = commands::validate_policy(&file, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(code, ExitCode::from(1), "{text}");
+    for (path, words) in [
+        ("nodeTypes.cpu-too.nodeSelector:", "same nodeSelector"),
+        ("nodeTypes.bare.allocatable:", "allocatable"),
+        (
+            "profiles.gpu-on-cpu.resources.requests.nvidia.com/gpu:",
+            "offers none",
+        ),
+        ("rules[0].nodeType:", "profile `trainer`"),
+        ("rules[1].tempStorage.volumeName:", "profile `scratch`"),
+        ("profiles.ram-disk.tempStorage.sizeLimit:", "memory limit"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(path))
+            .unwrap_or_else(|| panic!("{path} not reported in\n{text}"));
+        assert!(line.contains(words), "{words:?} not in {line}");
+    }
+}
+
+#[test]
+fn unknown_profile_allow_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("allow.yaml");
+    std::fs::write(&file, "guardRails: {unknownProfile: allow}\n").unwrap();
+    let mut out = Vec::new();
+    let code = commands::validate_policy(&file, &mut out).unwrap();
+    assert_eq!(code, ExitCode::SUCCESS, "{}", String::from_utf8_lossy(&out));
+}
+
+#[tokio::test]
+async fn warnings_reach_the_pod_and_the_metrics() {
+    let policy = "guardRails: {sidecars: warn, unknownProfile: warn}\n";
+    let h = Harness::start(Some(policy)).await;
+    let original = with_annotation(
+        airflow_pod("sidecar_istio_allowed"),
+        "airflow-keda-scaler/profile",
+        "nope",
+    );
+    let r = h.review("warned", &original).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    let warnings = warnings_of(&r);
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    let (p, _) = apply(&r, &original);
+    let note = p["metadata"]["annotations"]["airflow-keda-scaler/warnings"]
+        .as_str()
+        .expect("warnings annotation");
+    let lines: Vec<&str> = note.lines().collect();
+    assert_eq!(lines.len(), 2, "one warning a line: {note}");
+    assert!(note.contains("`istio-proxy`"), "{note}");
+    assert!(note.contains("unknown profile `nope`"), "{note}");
+    assert_idempotent(&h, "warned", &original, &r).await;
+    let metrics = reqwest::get(h.admin("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The review, the same review again, then the mutated pod: three times each. (The counter
+    // is process-wide; no other test in this binary warns about unknown profiles.)
+    let line = r#"airflow_keda_scaler_webhook_warnings_total{kind="unknown-profile"} 3"#;
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    assert!(
+        metrics.contains(r#"airflow_keda_scaler_webhook_warnings_total{kind="sidecar"}"#),
+        "{metrics}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn reinvocation_rechecks_containers_added_by_later_webhooks() {
+    let h = Harness::start(Some(&example_policy())).await;
+    let original = airflow_pod("plain.api-server-defaulted");
+    let r = h.review("first", &original).await;
+    let (mutated, _) = apply(&r, &original);
+    // A service mesh's webhook adds its proxy; the API server reinvokes ours (IfNeeded).
+    let mut meshed = mutated.clone();
+    meshed["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "istio-proxy", "image": "istio/proxyv2", "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}));
+    let r = h.review("reinvoked", &meshed).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(
+        r.get("patch").is_none(),
+        "allowed sidecar: nothing to change: {r}"
+    );
+    // One that does not fit any more is refused on reinvocation.
+    meshed["spec"]["containers"][1]["resources"]["requests"]["cpu"] = json!("3500m");
+    let msg = h.denied("reinvoked-big", &meshed).await;
+    assert!(
+        msg.contains("4.5 CPU") && msg.contains("sidecars count too"),
+        "{msg}"
+    );
+    // A sidecar that is not allowed gets its warning, on the pod too.
+    meshed["spec"]["containers"][1] = json!({"name": "log-shipper", "image": "fluent-bit:3"});
+    let (_, p) = h.admitted("reinvoked-warned", &meshed).await;
+    assert!(
+        p["metadata"]["annotations"]["airflow-keda-scaler/warnings"]
+            .as_str()
+            .is_some_and(|w| w.contains("log-shipper")),
+        "{p}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_pod_that_cannot_be_read_is_refused_without_echoing_it() {
+    let h = Harness::start(Some(&example_policy())).await;
+    let mut broken = airflow_pod("plain");
+    let args = broken["spec"]["containers"][0]["args"][4].clone();
+    // args as one string instead of a list: the decoder's message would quote it.
+    broken["spec"]["containers"][0]["args"] = args.clone();
+    let resp = h
+        .post(review("broken", "airflow", &broken).to_string())
+        .await;
+    assert_eq!(resp.status(), 400);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("spec.containers[0].args"), "{body}");
+    assert!(
+        !body.contains("eyJhbGciOi"),
+        "the task token is echoed: {body}"
+    );
+    assert!(
+        !body.contains("dag_rel_path"),
+        "the workload is echoed: {body}"
+    );
+    h.stop().await;
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use airflow_keda_scaler::{
-    tls::{self, CertStore},
+    runtime::tls::{self, CertStore},
     webhook::{
         policy::Policy,
         review,

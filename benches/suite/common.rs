@@ -1,16 +1,9 @@
 //! Shared pieces: run mode, statistics, the result table, throw-away databases, `/proc` reads.
 
-use std::{
-    fmt::Write as _,
-    net::{SocketAddr, TcpListener},
-    time::Duration,
-};
+use std::{fmt::Write as _, net::SocketAddr, time::Duration};
 
-use airflow_keda_scaler::{
-    airflow_fixture::{self, AirflowVersion, FixtureRow},
-    cli::DbArgs,
-    db::Dialect,
-};
+use airflow_keda_scaler::{scaler::config::DbConfig, scaler::db::Dialect};
+use testkit::airflow::{self, AirflowVersion, FixtureRow};
 
 /// How the suite runs.
 #[derive(Debug, Clone)]
@@ -221,7 +214,7 @@ impl BenchDb {
             }
             _ => format!("CREATE DATABASE {name}"),
         };
-        airflow_fixture::execute(&admin, &[drop_sql(dialect, name), create])
+        airflow::execute(&admin, &[drop_sql(dialect, name), create])
             .await
             .unwrap_or_else(|e| panic!("the {dialect} server is needed for the benchmarks: {e}"));
         Self {
@@ -275,13 +268,9 @@ impl BenchDb {
 
     /// Creates `task_instance` of `version` and inserts `rows`.
     pub async fn create_table(&self, version: AirflowVersion, rows: &[FixtureRow]) {
-        let mut statements = airflow_fixture::create_table_sql(self.dialect, version);
-        statements.extend(airflow_fixture::insert_sql_chunked(
-            self.dialect,
-            version,
-            rows,
-        ));
-        airflow_fixture::execute(&self.url(), &statements)
+        let mut statements = airflow::create_table_sql(self.dialect, version);
+        statements.extend(airflow::insert_sql_chunked(self.dialect, version, rows));
+        airflow::execute(&self.url(), &statements)
             .await
             .expect("create task_instance");
     }
@@ -307,11 +296,8 @@ impl Drop for BenchDb {
                 .build()
                 .expect("runtime");
             let _ = rt.block_on(async {
-                tokio::time::timeout(
-                    Duration::from_secs(10),
-                    airflow_fixture::execute(&admin, &[stmt]),
-                )
-                .await
+                tokio::time::timeout(Duration::from_secs(10), airflow::execute(&admin, &[stmt]))
+                    .await
             });
         })
         .join();
@@ -319,8 +305,8 @@ impl Drop for BenchDb {
 }
 
 /// Database flags for the scaler.
-pub fn db_args(url: &str) -> DbArgs {
-    DbArgs {
+pub fn db_args(url: &str) -> DbConfig {
+    DbConfig {
         database_url: Some(url.to_string()),
         database_password_file: None,
         database_schema: None,
@@ -376,13 +362,7 @@ pub fn small_rows() -> Vec<FixtureRow> {
     rows
 }
 
-/// A free TCP port on loopback (bound and released; fine on a quiet test machine).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+pub use testkit::process::free_port;
 
 /// `VmRSS` and `VmHWM` (peak) of a process, in KiB.
 pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {

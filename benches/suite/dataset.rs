@@ -2,18 +2,16 @@
 //! rest mostly terminal), PostgreSQL and MariaDB, against the chart's single-queue query on the
 //! same table, and against 8 of them (one per queue).
 //!
-//! The data set is generated with `airflow_fixture`'s DDL and bulk `INSERT`s (1 000 rows per
+//! The data set is generated with `testkit::airflow`'s DDL and bulk `INSERT`s (1 000 rows per
 //! statement), deterministically (row `i` is a pure function of `i`). It is kept between runs
 //! in databases `aks_bench_1m` (a marker table records the generator version); `--generate`
 //! rebuilds it.
 
 use std::time::{Duration, Instant};
 
-use airflow_keda_scaler::{
-    airflow_fixture::{self, AirflowVersion, FixtureRow},
-    db::{Dialect, MetadataDb},
-};
+use airflow_keda_scaler::scaler::db::{Dialect, MetadataDb};
 use sqlx::{AssertSqlSafe, Connection, Row as _, mysql::MySqlConnection, postgres::PgConnection};
+use testkit::airflow::{self, AirflowVersion, FixtureRow};
 
 use crate::{
     common::{BenchDb, Mode, QUEUES, Row, Verdict, db_args, fmt_dur, median, server_runtime},
@@ -206,9 +204,9 @@ pub async fn generate(dialect: Dialect, name: &str, total: usize) -> BenchDb {
     let mut db = BenchDb::create(dialect, name).await;
     db.keep = true;
     let url = db.url();
-    let ddl = airflow_fixture::create_table_sql(dialect, AirflowVersion::V3);
+    let ddl = airflow::create_table_sql(dialect, AirflowVersion::V3);
     // Table first, indexes after the load (as a restore would do; much faster).
-    airflow_fixture::execute(&url, &ddl[..1]).await.unwrap();
+    airflow::execute(&url, &ddl[..1]).await.unwrap();
     let session: Vec<String> = match dialect {
         Dialect::Postgres => vec!["SET synchronous_commit = off".into()],
         _ => vec![
@@ -217,7 +215,7 @@ pub async fn generate(dialect: Dialect, name: &str, total: usize) -> BenchDb {
         ],
     };
     const CHUNKS_PER_BATCH: usize = 25;
-    let chunk = airflow_fixture::INSERT_CHUNK;
+    let chunk = airflow::INSERT_CHUNK;
     let chunks = total.div_ceil(chunk);
     let workers = 2;
     let mut tasks = Vec::new();
@@ -231,13 +229,9 @@ pub async fn generate(dialect: Dialect, name: &str, total: usize) -> BenchDb {
                     let rows: Vec<FixtureRow> = (c * chunk..((c + 1) * chunk).min(total))
                         .map(|i| row(i, total))
                         .collect();
-                    statements.push(airflow_fixture::insert_sql(
-                        dialect,
-                        AirflowVersion::V3,
-                        &rows,
-                    ));
+                    statements.push(airflow::insert_sql(dialect, AirflowVersion::V3, &rows));
                 }
-                airflow_fixture::execute(&url, &statements).await.unwrap();
+                airflow::execute(&url, &statements).await.unwrap();
             }
         }));
     }
@@ -254,7 +248,7 @@ pub async fn generate(dialect: Dialect, name: &str, total: usize) -> BenchDb {
     post.push(format!(
         "INSERT INTO aks_bench_meta VALUES ({GEN_VERSION}, {total})"
     ));
-    airflow_fixture::execute(&url, &post).await.unwrap();
+    airflow::execute(&url, &post).await.unwrap();
     say!(
         "  P3: generated {dialect} data set {name}: {total} rows in {:.1} s (load {:.1} s, indexes + ANALYZE {:.1} s)",
         started.elapsed().as_secs_f64(),
@@ -267,7 +261,7 @@ pub async fn generate(dialect: Dialect, name: &str, total: usize) -> BenchDb {
 /// The chart's single-queue query. On MySQL the chart keeps PostgreSQL's `::decimal` cast,
 /// which MySQL / MariaDB reject; the closest valid MySQL form is used there.
 pub fn chart_sql(dialect: Dialect, queue: &str) -> String {
-    let q = airflow_fixture::literal(dialect, queue);
+    let q = airflow::literal(dialect, queue);
     match dialect {
         Dialect::Postgres => format!(
             "SELECT ceil(COUNT(*)::decimal / 16) FROM task_instance \
@@ -390,7 +384,7 @@ async fn p3_one(dialect: Dialect, mode: &Mode) -> (Row, Vec<String>) {
     for q in QUEUES {
         let sql = format!(
             "SELECT COUNT(*) FROM task_instance WHERE (state='running' OR state='queued') AND queue IN ({})",
-            airflow_fixture::literal(dialect, q)
+            airflow::literal(dialect, q)
         );
         chart_total += scalar(dialect, &url, &sql).await.unwrap();
     }

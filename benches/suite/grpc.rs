@@ -12,16 +12,16 @@ use std::{
 };
 
 use airflow_keda_scaler::{
-    app::{Scaler, ScalerConfig},
-    metrics::Metrics,
-    proto::externalscaler::{
+    scaler::grpc::GrpcOptions,
+    scaler::grpc::proto::externalscaler::{
         GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
         MetricValue, ScaledObjectRef,
         external_scaler_client::ExternalScalerClient,
         external_scaler_server::{ExternalScaler, ExternalScalerServer},
     },
-    server::GrpcOptions,
-    worker_queue::WorkerQueues,
+    scaler::metrics::Metrics,
+    scaler::model::worker_queue::WorkerQueues,
+    scaler::{Scaler, ScalerConfig},
 };
 use futures::Stream;
 use tokio::net::TcpListener;

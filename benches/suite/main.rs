@@ -21,8 +21,9 @@ mod round_trips;
 
 use std::time::Instant;
 
-use airflow_keda_scaler::{airflow_fixture::AirflowVersion, db::Dialect};
+use airflow_keda_scaler::scaler::db::Dialect;
 use common::{BenchDb, Mode, Row, machine, server_runtime, small_rows, table};
+use testkit::airflow::AirflowVersion;
 
 fn main() {
     let mode = Mode::from_args();

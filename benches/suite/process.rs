@@ -4,13 +4,15 @@
 use std::{
     net::SocketAddr,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
+
+use testkit::process::Proc;
 
 use crate::{
     admission,
@@ -24,41 +26,16 @@ use crate::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_airflow-keda-scaler");
 
-/// A child process, stopped with SIGTERM (then SIGKILL) on drop.
-struct Proc(Child);
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        for _ in 0..200 {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn(args: &[String]) -> Proc {
-    Proc(
+    Proc::spawn(
         Command::new(BIN)
             .args(args)
             .env_remove("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the airflow-keda-scaler binary"),
+            .stderr(Stdio::null()),
     )
+    .expect("spawn the airflow-keda-scaler binary")
 }
 
 struct ScalerProc {

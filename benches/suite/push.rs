@@ -6,12 +6,14 @@
 use std::time::{Duration, Instant};
 
 use airflow_keda_scaler::{
-    airflow_fixture::{AirflowVersion, FixtureRow},
-    db::Dialect,
-    metrics::Metrics,
-    proto::externalscaler::{ScaledObjectRef, external_scaler_client::ExternalScalerClient},
+    scaler::db::Dialect,
+    scaler::grpc::proto::externalscaler::{
+        ScaledObjectRef, external_scaler_client::ExternalScalerClient,
+    },
+    scaler::metrics::Metrics,
 };
 use sqlx::{Connection, postgres::PgConnection};
+use testkit::airflow::{AirflowVersion, FixtureRow};
 
 use crate::{
     common::{BenchDb, Mode, Row, fmt_dur, median, percentile, server_runtime, small_rows},

@@ -24,15 +24,13 @@ use std::{
 };
 
 use airflow_keda_scaler::{
-    airflow_fixture::{self, AirflowVersion},
-    app::Scaler,
-    db::Dialect,
-    metrics::Metrics,
-    proto::externalscaler::external_scaler_client::ExternalScalerClient,
-    snapshot::SnapshotStore,
-    worker_queue::WorkerQueues,
+    scaler::Scaler, scaler::db::Dialect,
+    scaler::grpc::proto::externalscaler::external_scaler_client::ExternalScalerClient,
+    scaler::metrics::Metrics, scaler::model::worker_queue::WorkerQueues,
+    scaler::snapshot::SnapshotStore,
 };
 use sqlx::{AssertSqlSafe, Connection, postgres::PgConnection};
+use testkit::airflow::{self, AirflowVersion};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -295,7 +293,7 @@ pub fn chart_sql_pg(queue: &str) -> String {
     format!(
         "SELECT ceil(COUNT(*)::decimal / 16) FROM task_instance \
          WHERE (state='running' OR state='queued') AND queue IN ({})",
-        airflow_fixture::literal(Dialect::Postgres, queue)
+        airflow::literal(Dialect::Postgres, queue)
     )
 }
 

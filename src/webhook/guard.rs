@@ -1,20 +1,27 @@
 //! Guard rails, checked on the pod after mutation.
 //!
 //! - Requests above the node type's allocatable: denied (the scheduler could never place the
-//!   pod; the task would sit in `queued` until Airflow gives up). The message names the task,
-//!   what it asks for, what the node type offers and what to change.
-//! - A limit below its request: denied (the API server would refuse it with a less helpful
+//!   pod; the task would sit in `queued` until Airflow gives up). A node type offers none of an
+//!   extended resource or hugepages it does not list. The message names the task, what it asks
+//!   for, what the node type offers and what to change, advising only what the task can do.
+//! - A limit below its request, or containers above the pod-level resources
+//!   (`spec.resources`): denied (the API server would refuse the pod with a less helpful
 //!   message).
 //! - Sidecars: a warning, or a denial when the policy says so.
+//!
+//! The guard runs on every review, so on a reinvocation (`reinvocationPolicy: IfNeeded`) it
+//! checks again the containers a later webhook added.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 use super::{
-    matching::{NodeTypeChoice, Source, TaskIdentity},
-    policy::{Action, BASE_CONTAINER, NodeType, Policy},
+    matching::{Source, TaskIdentity},
+    placement::NodeTypeChoice,
+    policy::{Action, BASE_CONTAINER, NodeType, PROFILE_ANNOTATION, Policy, is_special_resource},
     quantity::Quantity,
+    warning::{Warning, WarningKind},
 };
 
 /// What the guard rails found.
@@ -22,11 +29,12 @@ use super::{
 pub struct GuardReport {
     /// Reasons to refuse the pod (empty: admit).
     pub violations: Vec<String>,
-    /// Warnings for the client.
-    pub warnings: Vec<String>,
+    /// Warnings (see [`crate::webhook::warning`]).
+    pub warnings: Vec<Warning>,
 }
 
-fn container_requests(c: &Container) -> BTreeMap<String, Quantity> {
+/// A container's requests, a limit standing in for a missing request (as Kubernetes does).
+pub fn container_requests(c: &Container) -> BTreeMap<String, Quantity> {
     let mut out = BTreeMap::new();
     let Some(r) = &c.resources else { return out };
     // A limit without a request means request = limit.
@@ -67,6 +75,27 @@ pub fn pod_requests(pod: &Pod) -> BTreeMap<String, Quantity> {
     let Some(spec) = &pod.spec else {
         return BTreeMap::new();
     };
+    let mut sum = container_total(spec);
+    if let Some(overhead) = &spec.overhead {
+        let o = overhead
+            .iter()
+            .filter_map(|(k, v)| Quantity::parse(&v.0).ok().map(|q| (k.clone(), q)))
+            .collect();
+        add_into(&mut sum, &o);
+    }
+    if let Some(pod_level) = spec.resources.as_ref().and_then(|r| r.requests.as_ref()) {
+        for (k, v) in pod_level {
+            if let Ok(q) = Quantity::parse(&v.0) {
+                sum.insert(k.clone(), q);
+            }
+        }
+    }
+    sum
+}
+
+/// The containers' requests together: the sum of the containers and sidecar init containers,
+/// or the largest init container step if larger.
+fn container_total(spec: &PodSpec) -> BTreeMap<String, Quantity> {
     let mut sum = BTreeMap::new();
     for c in &spec.containers {
         add_into(&mut sum, &container_requests(c));
@@ -85,20 +114,6 @@ pub fn pod_requests(pod: &Pod) -> BTreeMap<String, Quantity> {
     }
     add_into(&mut sum, &sidecars);
     max_into(&mut sum, &init_peak);
-    if let Some(overhead) = &spec.overhead {
-        let o = overhead
-            .iter()
-            .filter_map(|(k, v)| Quantity::parse(&v.0).ok().map(|q| (k.clone(), q)))
-            .collect();
-        add_into(&mut sum, &o);
-    }
-    if let Some(pod_level) = spec.resources.as_ref().and_then(|r| r.requests.as_ref()) {
-        for (k, v) in pod_level {
-            if let Ok(q) = Quantity::parse(&v.0) {
-                sum.insert(k.clone(), q);
-            }
-        }
-    }
     sum
 }
 
@@ -128,11 +143,12 @@ fn source_note(sources: &BTreeMap<String, Source>, key: &str) -> String {
     }
 }
 
-/// Runs every guard rail on the mutated pod.
+/// Runs every guard rail on the mutated pod. `profile` is the profile applied to it, if any.
 pub fn check(
     policy: &Policy,
     pod: &Pod,
     task: &TaskIdentity,
+    profile: Option<&str>,
     node_type: &NodeTypeChoice<'_>,
     base_sources: &BTreeMap<String, Source>,
 ) -> GuardReport {
@@ -175,29 +191,48 @@ pub fn check(
         }
     }
 
+    pod_level_budget(spec, task, base_sources, &mut report);
+
     // Requests above what the node type offers.
     if let Some(nt) = node_type.node_type() {
         let asked = pod_requests(pod);
         let (mut wants, mut offers) = (Vec::new(), Vec::new());
-        for (res, offered) in &nt.allocatable {
-            if let Some(a) = asked.get(res).filter(|a| *a > offered) {
+        for (res, a) in &asked {
+            if let Some(offered) = nt.offers(res).filter(|o| a > o) {
                 wants.push(amount(res, a));
-                offers.push(amount(res, offered));
+                offers.push(if offered.nanos() == 0 {
+                    format!("none of {res}")
+                } else {
+                    amount(res, &offered)
+                });
             }
         }
         if !wants.is_empty() {
+            let has_sidecars = spec.containers.len() > 1
+                || spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .any(|c| c.restart_policy.as_deref() == Some("Always"));
+            let placed_by = match node_type {
+                NodeTypeChoice::Place(_, source) => source.clone(),
+                _ => Source::Pod,
+            };
             report.violations.push(format!(
                 "task {task} requests {} (all containers together) but node type `{}` offers {}: {}",
                 wants.join(" and "),
                 nt.name,
                 offers.join(" and "),
-                advice(policy, nt, &asked, spec.containers.len() > 1)
+                advice(policy, nt, &placed_by, profile, &asked, has_sidecars)
             ));
         }
     } else if matches!(node_type, NodeTypeChoice::Foreign) && !policy.node_types.is_empty() {
-        report.warnings.push(format!(
-            "airflow-keda-scaler: task {} selects nodes outside the policy's node types: requests not checked",
-            task.short()
+        report.warnings.push(Warning::new(
+            WarningKind::ForeignNodeType,
+            format!(
+                "task {} selects nodes outside the policy's node types: requests not checked",
+                task.short()
+            ),
         ));
     }
 
@@ -220,9 +255,12 @@ pub fn check(
             .join(", ");
         match policy.guard_rails.sidecars {
             Action::Allow => {}
-            Action::Warn => report.warnings.push(format!(
-                "airflow-keda-scaler: task {} runs sidecar(s) {names}: sidecars are discouraged",
-                task.short()
+            Action::Warn => report.warnings.push(Warning::new(
+                WarningKind::Sidecar,
+                format!(
+                    "task {} runs sidecar(s) {names}: sidecars are discouraged",
+                    task.short()
+                ),
             )),
             Action::Deny => report.violations.push(format!(
                 "task {task} runs sidecar container(s) {names}, which this cluster does not allow: remove them from the task's pod_override"
@@ -230,6 +268,65 @@ pub fn check(
         }
     }
     report
+}
+
+/// Pod-level resources (`spec.resources`, Kubernetes 1.32+): the containers' requests together
+/// must not exceed the pod-level requests, nor any container's limit the pod-level limit.
+fn pod_level_budget(
+    spec: &PodSpec,
+    task: &TaskIdentity,
+    base_sources: &BTreeMap<String, Source>,
+    report: &mut GuardReport,
+) {
+    let Some(pod_level) = &spec.resources else {
+        return;
+    };
+    let note = |key: &str| match base_sources.get(key) {
+        Some(Source::Pod) | None => String::new(),
+        Some(s) => format!(", {key} of `{BASE_CONTAINER}` from {s}"),
+    };
+    let total = container_total(spec);
+    for (res, budget) in pod_level.requests.iter().flatten() {
+        let (Ok(b), Some(t)) = (Quantity::parse(&budget.0), total.get(res)) else {
+            continue;
+        };
+        if *t > b {
+            report.violations.push(format!(
+                "task {task}: its containers request {} together{} but the pod-level resources allow spec.resources.requests.{res}={}: raise or remove spec.resources in the task's pod_override, or ask for less",
+                amount(res, t),
+                note(&format!("requests.{res}")),
+                budget.0
+            ));
+        }
+    }
+    for (res, budget) in pod_level.limits.iter().flatten() {
+        let Ok(b) = Quantity::parse(&budget.0) else {
+            continue;
+        };
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
+            let limit = c
+                .resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .and_then(|l| l.get(res))
+                .and_then(|l| Quantity::parse(&l.0).ok());
+            if let Some(l) = limit.filter(|l| *l > b) {
+                let from = if c.name == BASE_CONTAINER {
+                    note(&format!("limits.{res}"))
+                } else {
+                    String::new()
+                };
+                report.violations.push(format!(
+                    "task {task}: container `{}` has a {res} limit of {l}{from} above the pod-level resources' spec.resources.limits.{res}={}: raise or remove spec.resources in the task's pod_override, or ask for less",
+                    c.name, budget.0
+                ));
+            }
+        }
+    }
 }
 
 /// `6 CPU`, `100Gi of memory`.
@@ -241,39 +338,62 @@ fn amount(res: &str, q: &Quantity) -> String {
     }
 }
 
-/// What to change: lower the requests, or move to a node type that fits (and the profiles
-/// that place pods there).
+/// What to change, only what the task can do: lower the requests; move to a node type that
+/// fits through a profile it does not have yet, unless a rule forces the node type (rules win
+/// over profiles).
 fn advice(
     policy: &Policy,
     current: &NodeType,
+    placed_by: &Source,
+    profile: Option<&str>,
     asked: &BTreeMap<String, Quantity>,
     has_sidecars: bool,
 ) -> String {
     let fits = |nt: &NodeType| {
-        nt.allocatable
+        asked
             .iter()
-            .all(|(res, offered)| asked.get(res).is_none_or(|a| a <= offered))
+            .all(|(res, a)| nt.offers(res).is_none_or(|o| *a <= o))
     };
+    let mut text = String::from("lower the requests in the task's pod_override");
+    if has_sidecars {
+        text.push_str(" (sidecars count too)");
+    }
+    if let Source::Rule(rule) = placed_by {
+        text.push_str(&format!(
+            "; node type `{}` is set by rule `{rule}`, which no profile overrides: ask the cluster admins to change the rule",
+            current.name
+        ));
+        return text;
+    }
     let bigger: Vec<&NodeType> = policy
         .node_types
         .values()
         .filter(|nt| nt.name != current.name && fits(nt))
         .collect();
-    let mut text = String::from("lower the requests in the task's pod_override");
-    if has_sidecars {
-        text.push_str(" (sidecars count too)");
-    }
     if bigger.is_empty() {
-        text.push_str("; no node type of this cluster is large enough");
+        let missing = asked.iter().find(|(res, a)| {
+            is_special_resource(res)
+                && policy
+                    .node_types
+                    .values()
+                    .all(|nt| nt.offers(res).is_some_and(|o| **a > o))
+        });
+        match missing {
+            Some((res, _)) => text.push_str(&format!(
+                "; no node type of this cluster offers that much {res}"
+            )),
+            None => text.push_str("; no node type of this cluster is large enough"),
+        }
         return text;
     }
     let profiles: Vec<&String> = policy
         .profiles
         .iter()
-        .filter(|(_, p)| {
-            p.node_type
-                .as_deref()
-                .is_some_and(|n| bigger.iter().any(|nt| nt.name == n))
+        .filter(|(name, p)| {
+            Some(name.as_str()) != profile
+                && p.node_type
+                    .as_deref()
+                    .is_some_and(|n| bigger.iter().any(|nt| nt.name == n))
         })
         .map(|(name, _)| name)
         .collect();
@@ -283,7 +403,7 @@ fn advice(
     } else {
         let ps: Vec<String> = profiles.iter().map(|p| format!("`{p}`")).collect();
         text.push_str(&format!(
-            ", or move it to node type {} with the annotation airflow-keda-scaler/profile set to {}",
+            ", or move it to node type {} with the annotation {PROFILE_ANNOTATION} set to {}",
             names.join(" or "),
             ps.join(" or ")
         ));
@@ -338,7 +458,7 @@ profiles: {big: {nodeType: large}}
             ..Default::default()
         };
         let choice = NodeTypeChoice::Place(&policy.node_types["small"], Source::DefaultNodeType);
-        let r = check(&policy, &p, &task, &choice, &BTreeMap::new());
+        let r = check(&policy, &p, &task, None, &choice, &BTreeMap::new());
         assert_eq!(r.violations.len(), 1, "{r:?}");
         let m = &r.violations[0];
         for part in ["etl.crunch", "4 CPU", "offers 2 CPU", "`large`", "`big`"] {
@@ -360,6 +480,7 @@ profiles: {big: {nodeType: large}}
             &policy,
             &p,
             &TaskIdentity::default(),
+            None,
             &NodeTypeChoice::None,
             &sources,
         );
@@ -377,15 +498,20 @@ profiles: {big: {nodeType: large}}
         let t = TaskIdentity::default();
         let n = NodeTypeChoice::None;
         let warn = Policy::parse("").unwrap();
-        assert_eq!(check(&warn, &p, &t, &n, &BTreeMap::new()).warnings.len(), 1);
+        assert_eq!(
+            check(&warn, &p, &t, None, &n, &BTreeMap::new())
+                .warnings
+                .len(),
+            1
+        );
         let deny =
             Policy::parse("guardRails: {sidecars: deny, allowedSidecars: [istio-*]}").unwrap();
-        let r = check(&deny, &p, &t, &n, &BTreeMap::new());
+        let r = check(&deny, &p, &t, None, &n, &BTreeMap::new());
         assert_eq!(r.violations.len(), 1);
         assert!(r.violations[0].contains("`logger`") && !r.violations[0].contains("istio"));
         let allow = Policy::parse("guardRails: {sidecars: allow}").unwrap();
         assert_eq!(
-            check(&allow, &p, &t, &n, &BTreeMap::new()),
+            check(&allow, &p, &t, None, &n, &BTreeMap::new()),
             GuardReport::default()
         );
     }

@@ -1,10 +1,14 @@
 //! Which pods the policy applies to, and which of its settings apply to one pod.
 //!
 //! Order of precedence, lowest first (each one overrides the ones before it, field by field):
-//! 1. `defaults` (only fills what is still unset at the end, see [`crate::webhook::mutate`]),
+//! 1. `defaults` (only fills what is still unset at the end, and never a resource the pod
+//!    budgets at pod level, see [`crate::webhook::mutate`]),
 //! 2. what the pod already has (template → executor → `pod_override`),
 //! 3. the profile the task asked for with the `airflow-keda-scaler/profile` annotation,
 //! 4. the matching `rules`, in file order (a later rule overrides an earlier one).
+//!
+//! Temp storages merge by volume name (a later one with the same name replaces the earlier;
+//! `validate-policy` refuses two different ones with one name).
 
 use std::{collections::BTreeMap, fmt};
 
@@ -12,8 +16,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::{
     policy::{
-        AirflowPodSelector, NodeType, PROFILE_ANNOTATION, Policy, Resources, Rule, Settings,
-        TempStorage,
+        AirflowPodSelector, PROFILE_ANNOTATION, Policy, Resources, Rule, Settings, TempStorage,
     },
     quantity::Quantity,
 };
@@ -31,6 +34,8 @@ pub enum Source {
     Rule(String),
     /// The pod itself (as Airflow built it).
     Pod,
+    /// The pod requests an extended resource (or hugepages) the default node type lacks.
+    Needs(String),
 }
 
 impl fmt::Display for Source {
@@ -41,6 +46,7 @@ impl fmt::Display for Source {
             Self::Profile(p) => write!(f, "profile {p}"),
             Self::Rule(r) => write!(f, "rule {r}"),
             Self::Pod => f.write_str("the pod"),
+            Self::Needs(r) => write!(f, "the pod requests {r}"),
         }
     }
 }
@@ -178,8 +184,8 @@ pub struct Effective {
     pub limits: BTreeMap<String, Sourced<Quantity>>,
     /// Node type chosen by a profile or rule.
     pub node_type: Option<Sourced<String>>,
-    /// Temp storage.
-    pub temp_storage: Option<Sourced<TempStorage>>,
+    /// Temp storages by volume name.
+    pub temp_storage: BTreeMap<String, Sourced<TempStorage>>,
     /// `base` env.
     pub env: BTreeMap<String, Sourced<String>>,
     /// Pod labels.
@@ -211,10 +217,13 @@ impl Effective {
             self.node_type = Some(str_sourced(nt));
         }
         if let Some(t) = &s.temp_storage {
-            self.temp_storage = Some(Sourced {
-                value: t.clone(),
-                source: source.clone(),
-            });
+            self.temp_storage.insert(
+                t.volume_name.clone(),
+                Sourced {
+                    value: t.clone(),
+                    source: source.clone(),
+                },
+            );
         }
         for (dst, src) in [
             (&mut self.env, &s.env),
@@ -265,74 +274,10 @@ pub fn resolve(policy: &Policy, namespace: &str, task: &TaskIdentity, pod: &Pod)
     }
 }
 
-/// How the pod's worker node type was decided.
-#[derive(Debug, Clone, PartialEq)]
-pub enum NodeTypeChoice<'p> {
-    /// A profile, a rule or the default node type places the pod on this type.
-    Place(&'p NodeType, Source),
-    /// The pod's own nodeSelector already selects this type.
-    Own(&'p NodeType),
-    /// The pod places itself (nodeSelector / required node affinity) outside the known types.
-    Foreign,
-    /// No node type: nothing to place, nothing to check.
-    None,
-}
-
-impl<'p> NodeTypeChoice<'p> {
-    /// The node type whose allocatable bounds the pod, if known.
-    pub fn node_type(&self) -> Option<&'p NodeType> {
-        match self {
-            Self::Place(nt, _) | Self::Own(nt) => Some(nt),
-            Self::Foreign | Self::None => None,
-        }
-    }
-}
-
-/// Decides the node type: profile / rule > the pod's own choice > `defaultNodeType`.
-pub fn choose_node_type<'p>(
-    policy: &'p Policy,
-    effective: &Effective,
-    pod: &Pod,
-) -> NodeTypeChoice<'p> {
-    if let Some(s) = &effective.node_type
-        && let Some(nt) = policy.node_type(&s.value)
-    {
-        return NodeTypeChoice::Place(nt, s.source.clone());
-    }
-    let spec = pod.spec.as_ref();
-    let selector = spec
-        .and_then(|s| s.node_selector.as_ref())
-        .filter(|s| !s.is_empty());
-    if let Some(sel) = selector {
-        let own = policy.node_types.values().find(|nt| {
-            !nt.node_selector.is_empty()
-                && nt.node_selector.iter().all(|(k, v)| sel.get(k) == Some(v))
-        });
-        return own.map_or(NodeTypeChoice::Foreign, NodeTypeChoice::Own);
-    }
-    let required_affinity = spec
-        .and_then(|s| s.affinity.as_ref())
-        .and_then(|a| a.node_affinity.as_ref())
-        .is_some_and(|na| {
-            na.required_during_scheduling_ignored_during_execution
-                .is_some()
-        });
-    if required_affinity {
-        return NodeTypeChoice::Foreign;
-    }
-    match policy
-        .default_node_type
-        .as_deref()
-        .and_then(|d| policy.node_type(d))
-    {
-        Some(nt) => NodeTypeChoice::Place(nt, Source::DefaultNodeType),
-        None => NodeTypeChoice::None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhook::placement::choose_node_type;
 
     fn pod(yaml: &str) -> Pod {
         serde_yaml::from_str(yaml).unwrap()
@@ -387,7 +332,7 @@ spec:
     fn precedence_rules_over_profiles() {
         let policy = Policy::parse(
             r#"
-nodeTypes: {small: {nodeSelector: {pool: small}}, big: {nodeSelector: {pool: big}}}
+nodeTypes: {small: {allocatable: {cpu: "4", memory: 16Gi}, nodeSelector: {pool: small}}, big: {allocatable: {cpu: "16", memory: 64Gi}, nodeSelector: {pool: big}}}
 defaultNodeType: small
 profiles:
   large: {nodeType: big, resources: {requests: {cpu: "2", memory: 4Gi}}, env: {A: profile}}
@@ -423,29 +368,6 @@ rules:
         assert_eq!(e.env["A"].value, "rule2");
         let choice = choose_node_type(&policy, &e, &p);
         assert_eq!(choice.node_type().map(|n| n.name.as_str()), Some("big"));
-    }
-
-    #[test]
-    fn node_type_from_pod_or_default() {
-        let policy = Policy::parse(
-            "nodeTypes: {small: {nodeSelector: {pool: small}}, big: {nodeSelector: {pool: big}}}\ndefaultNodeType: small",
-        )
-        .unwrap();
-        let e = Effective::default();
-        let own = pod("spec: {containers: [], nodeSelector: {pool: big, zone: a}}");
-        assert!(
-            matches!(choose_node_type(&policy, &e, &own), NodeTypeChoice::Own(nt) if nt.name == "big")
-        );
-        let foreign = pod("spec: {containers: [], nodeSelector: {pool: gpu}}");
-        assert_eq!(
-            choose_node_type(&policy, &e, &foreign),
-            NodeTypeChoice::Foreign
-        );
-        let none = pod("spec: {containers: []}");
-        assert!(matches!(
-            choose_node_type(&policy, &e, &none),
-            NodeTypeChoice::Place(nt, Source::DefaultNodeType) if nt.name == "small"
-        ));
     }
 
     #[test]

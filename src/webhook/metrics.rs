@@ -1,7 +1,10 @@
 //! The webhook's Prometheus metrics. Label values come from fixed sets only (outcomes, reload
-//! kinds and results), never from pods.
+//! kinds and results, warning kinds), never from pods.
+//!
+//! Warnings are counted where reviews are decided ([`count_warning`]), into one process-wide
+//! family that every [`Metrics`] registry exposes: a process serves one webhook.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -14,7 +17,23 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::review::Outcome;
+use super::{review::Outcome, warning::WarningKind};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+static WARNINGS: LazyLock<Family<KindLabels, Counter>> = LazyLock::new(Family::default);
+
+/// Counts one warning of `kind` (see [`crate::webhook::warning`]).
+pub fn count_warning(kind: WarningKind) {
+    WARNINGS
+        .get_or_create(&KindLabels {
+            kind: kind.as_str(),
+        })
+        .inc();
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -97,6 +116,16 @@ impl Metrics {
             latency.clone(),
         );
         registry.register(
+            "warnings",
+            "Warnings about admitted or denied task pods, by kind (also sent to the client, put on the pod as the airflow-keda-scaler/warnings annotation and logged)",
+            WARNINGS.clone(),
+        );
+        for kind in WarningKind::ALL {
+            drop(WARNINGS.get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            }));
+        }
+        registry.register(
             "reloads",
             "Reloads of the policy and the TLS certificate, by result (ok, error)",
             reloads.clone(),
@@ -178,6 +207,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("airflow_keda_scaler_webhook_review_duration_seconds_bucket"));
+        assert!(
+            text.contains(
+                r#"airflow_keda_scaler_webhook_warnings_total{kind="no-base-container"}"#
+            ),
+            "every warning kind is exposed from the start: {text}"
+        );
         assert!(
             text.contains(r#"airflow_keda_scaler_webhook_loaded{what="policy"} 1"#),
             "{text}"

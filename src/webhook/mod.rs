@@ -10,23 +10,25 @@
 //! - [`quantity`]: Kubernetes quantities, exact.
 //! - [`policy`]: the policy file, its model and validation.
 //! - [`matching`]: which pods are Airflow task pods, which profile and rules apply.
+//! - [`placement`]: which worker node type a pod runs on.
 //! - [`mutate`]: applying settings to a pod (pure).
 //! - [`guard`]: guard rails on the mutated pod.
+//! - [`warning`]: what is warned about, by kind, and where warnings go.
 //! - [`review`]: one AdmissionReview in, one response out (pure), with the JSONPatch.
-//! - [`tls`], [`reload`]: certificates and files re-read when they change.
-//! - [`metrics`], [`server`]: Prometheus metrics, the HTTPS and admin servers.
-//! - [`args`], [`cli`]: command-line arguments and the offline admin commands.
+//! - [`metrics`], [`server`]: Prometheus metrics, the HTTPS server and the admin view (over
+//!   [`crate::runtime`]'s TLS acceptor, reloading and admin server).
+//! - [`commands`]: the offline admin commands (`validate-policy`, `mutate`).
 
-pub mod args;
-pub mod cli;
+pub mod commands;
 pub mod guard;
 pub mod matching;
 pub mod metrics;
 pub mod mutate;
+pub mod placement;
 pub mod policy;
 pub mod quantity;
 pub mod review;
 pub mod server;
+pub mod warning;
 
-pub use args::{MutateArgs, ValidatePolicyArgs, WebhookArgs};
-pub use server::run;
+pub use server::{WebhookConfig, run};

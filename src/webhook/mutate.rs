@@ -2,13 +2,18 @@
 //!
 //! Every change is made only when the pod does not have it already, so applying the same
 //! settings to the result changes nothing (idempotence). Containers are never added, removed or
-//! reordered; `args`, `command` and Airflow 3's `airflow-workload` volume and mount are never
-//! touched. The patch is the difference between the pod and its changed copy (see
+//! reordered; `args` and `command` (where Airflow puts the workload and its task token) are
+//! never touched, nor a workload Secret volume (`airflow-workload`) should a provider mount one.
+//! The patch is the difference between the pod and its changed copy (see
 //! [`crate::webhook::review`]).
 //!
 //! Defaults come last and only fill what is still unset on `base` after the pod, the profile and
 //! the rules; they never create a conflict: a default limit is raised to the request, a default
-//! request is not added where the pod sets a limit (Kubernetes then uses the limit).
+//! request is not added where the pod sets a limit (Kubernetes then uses the limit), and no
+//! default is added for a resource the pod budgets at pod level (`spec.resources`).
+//!
+//! Environment variables: Kubernetes runs the *last* entry of a name, and Airflow appends env
+//! lists (template, then `pod_override`), so a value the policy sets goes into the last entry.
 
 use std::collections::BTreeMap;
 
@@ -21,9 +26,11 @@ use k8s_openapi::{
 };
 
 use super::{
-    matching::{Effective, NodeTypeChoice, Source, Sourced},
+    matching::{Effective, Source, Sourced},
+    placement::NodeTypeChoice,
     policy::{APPLIED_ANNOTATION, BASE_CONTAINER, NodeType, Policy, TempStorage},
     quantity::Quantity,
+    warning::{Warning, WarningKind},
 };
 
 /// What mutation produced.
@@ -33,8 +40,8 @@ pub struct Mutation {
     pub pod: Pod,
     /// One human line per change, e.g. `requests.cpu=2 (profile large)`.
     pub applied: Vec<String>,
-    /// Things the client should know (shown by kubectl).
-    pub warnings: Vec<String>,
+    /// Things the admin should know (see [`crate::webhook::warning`]).
+    pub warnings: Vec<Warning>,
     /// Origin of each `requests.<res>` / `limits.<res>` of `base` after mutation.
     pub base_sources: BTreeMap<String, Source>,
 }
@@ -71,16 +78,18 @@ pub fn mutate(
             Some(i) => {
                 let had_volumes = spec.volumes.is_some();
                 let mut volumes = spec.volumes.take().unwrap_or_default();
+                let pod_level = pod_level_resources(spec);
                 let base = &mut spec.containers[i];
                 resources(
                     policy,
                     base,
                     effective,
+                    &pod_level,
                     &mut out.applied,
                     &mut out.base_sources,
                 );
                 env(base, &effective.env, &mut out.applied);
-                if let Some(t) = &effective.temp_storage {
+                for t in effective.temp_storage.values() {
                     temp_storage(base, &mut volumes, t, &mut out.applied, &mut out.warnings);
                 }
                 spec.volumes = (had_volumes || !volumes.is_empty()).then_some(volumes);
@@ -90,10 +99,11 @@ pub fn mutate(
                     || !effective.limits.is_empty()
                     || !policy.defaults.is_empty()
                     || !effective.env.is_empty()
-                    || effective.temp_storage.is_some();
+                    || !effective.temp_storage.is_empty();
                 if wants_base {
-                    out.warnings.push(format!(
-                        "airflow-keda-scaler: no `{BASE_CONTAINER}` container: resources, env and temp storage were not applied"
+                    out.warnings.push(Warning::new(
+                        WarningKind::NoBaseContainer,
+                        format!("no `{BASE_CONTAINER}` container: resources, env and temp storage were not applied"),
                     ));
                 }
             }
@@ -180,10 +190,23 @@ fn parse(q: &K8sQuantity) -> Option<Quantity> {
     Quantity::parse(&q.0).ok()
 }
 
+/// Resource names the pod budgets at pod level (`spec.resources` requests or limits).
+fn pod_level_resources(spec: &PodSpec) -> Vec<String> {
+    let Some(r) = &spec.resources else {
+        return Vec::new();
+    };
+    [r.requests.as_ref(), r.limits.as_ref()]
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m.keys().cloned())
+        .collect()
+}
+
 fn resources(
     policy: &Policy,
     base: &mut Container,
     effective: &Effective,
+    pod_level: &[String],
     applied: &mut Vec<String>,
     sources: &mut BTreeMap<String, Source>,
 ) {
@@ -212,16 +235,18 @@ fn resources(
             sources.insert(format!("{kind}.{res}"), source.clone());
         }
     }
-    // Defaults fill what is still unset, without creating a conflict.
+    // Defaults fill what is still unset, without creating a conflict. A resource budgeted at
+    // pod level is the pod's to share among its containers: no default is added for it.
+    let budgeted = |res: &String| pod_level.contains(res);
     for (res, default) in &policy.defaults.requests {
-        if !requests.contains_key(res) && !limits.contains_key(res) {
+        if !requests.contains_key(res) && !limits.contains_key(res) && !budgeted(res) {
             requests.insert(res.clone(), K8sQuantity(default.as_str().to_owned()));
             applied.push(format!("requests.{res}={default} (defaults)"));
             sources.insert(format!("requests.{res}"), Source::Default);
         }
     }
     for (res, default) in &policy.defaults.limits {
-        if limits.contains_key(res) {
+        if limits.contains_key(res) || budgeted(res) {
             continue;
         }
         let request = requests.get(res).and_then(parse);
@@ -250,7 +275,8 @@ fn env(
     }
     let list = base.env.get_or_insert_with(Vec::new);
     for (name, v) in wanted {
-        match list.iter_mut().find(|e| e.name == *name) {
+        // The last entry of a name is the one the container gets.
+        match list.iter_mut().rev().find(|e| e.name == *name) {
             Some(e) if e.value.as_deref() == Some(v.value.as_str()) && e.value_from.is_none() => {}
             Some(e) => {
                 e.value = Some(v.value.clone());
@@ -274,7 +300,7 @@ fn temp_storage(
     volumes: &mut Vec<Volume>,
     t: &Sourced<TempStorage>,
     applied: &mut Vec<String>,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Warning>,
 ) {
     let ts = &t.value;
     let mounts = base.volume_mounts.get_or_insert_with(Vec::new);
@@ -284,16 +310,36 @@ fn temp_storage(
             && m.mount_path.trim_end_matches('/') == ts.path.trim_end_matches('/')
     });
     if let Some(other) = path_taken {
-        warnings.push(format!(
-            "airflow-keda-scaler: {} is already mounted from volume `{}`: temp storage not added",
-            ts.path, other.name
+        warnings.push(Warning::new(
+            WarningKind::TempStoragePathTaken,
+            format!(
+                "{} is already mounted from volume `{}`: temp storage ({}) not added",
+                ts.path, other.name, t.source
+            ),
         ));
         if mounts.is_empty() {
             base.volume_mounts = None;
         }
         return;
     }
-    if !volumes.iter().any(|v| v.name == ts.volume_name) {
+    // The same emptyDir (the API server allows one source per volume).
+    let ours = |v: &Volume| {
+        v.empty_dir.as_ref().is_some_and(|e| {
+            e.medium.as_deref().filter(|m| !m.is_empty()) == ts.medium.as_deref()
+                && e.size_limit.as_ref().and_then(parse) == ts.size_limit
+        })
+    };
+    if let Some(existing) = volumes.iter().find(|v| v.name == ts.volume_name) {
+        if !ours(existing) {
+            warnings.push(Warning::new(
+                WarningKind::TempStorageVolumeTaken,
+                format!(
+                    "the pod already defines volume `{}`: kept as it is instead of the temp storage of {}",
+                    ts.volume_name, t.source
+                ),
+            ));
+        }
+    } else {
         volumes.push(Volume {
             name: ts.volume_name.clone(),
             empty_dir: Some(EmptyDirVolumeSource {
@@ -375,7 +421,10 @@ fn place(spec: &mut PodSpec, nt: &NodeType, source: &Source, applied: &mut Vec<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webhook::matching::{TaskIdentity, choose_node_type, resolve};
+    use crate::webhook::{
+        matching::{TaskIdentity, resolve},
+        placement::choose_node_type,
+    };
 
     fn run(policy: &str, pod: &str) -> Mutation {
         let policy = Policy::parse(policy).unwrap();
@@ -434,7 +483,7 @@ mod tests {
     #[test]
     fn mutation_is_idempotent() {
         let policy = r#"
-nodeTypes: {big: {nodeSelector: {pool: big}, tolerations: [{key: pool, value: big, effect: NoSchedule}]}}
+nodeTypes: {big: {allocatable: {cpu: 16}, nodeSelector: {pool: big}, tolerations: [{key: pool, value: big, effect: NoSchedule}]}}
 defaultNodeType: big
 priorityClasses: {}
 "#;
@@ -481,5 +530,65 @@ priorityClasses: {}
         let m = run("", "spec: {containers: [{name: main}]}");
         assert!(!m.changed());
         assert_eq!(m.warnings.len(), 1);
+    }
+
+    fn env_values<'a>(m: &'a Mutation, name: &str) -> Vec<&'a str> {
+        base(m)
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.name == name)
+            .map(|e| e.value.as_deref().unwrap_or(""))
+            .collect()
+    }
+
+    #[test]
+    fn env_goes_into_the_last_entry_of_a_name() {
+        let m = run(
+            "rules: [{name: r, env: {TMPDIR: /scratch}}]",
+            "spec: {containers: [{name: base, env: [{name: TMPDIR, value: /tmp}, {name: A, value: a}, {name: TMPDIR, value: /data}]}]}",
+        );
+        assert_eq!(env_values(&m, "TMPDIR"), ["/tmp", "/scratch"]);
+        assert_eq!(env_values(&m, "A"), ["a"]);
+    }
+
+    #[test]
+    fn no_default_for_what_the_pod_budgets_at_pod_level() {
+        let m = run(
+            "",
+            "spec: {resources: {requests: {cpu: 500m}}, containers: [{name: base}]}",
+        );
+        let b = base(&m);
+        assert_eq!(q(b, "requests", "cpu"), None);
+        assert_eq!(q(b, "limits", "cpu"), None);
+        assert_eq!(q(b, "requests", "memory").as_deref(), Some("512Mi"));
+    }
+
+    #[test]
+    fn temp_storages_add_up_by_volume_name() {
+        let m = run(
+            "defaults: {resources: {}}\nprofiles: {p: {tempStorage: {path: /scratch}}}\nrules: [{name: r, tempStorage: {path: /reports, volumeName: reports}}]",
+            "metadata: {annotations: {airflow-keda-scaler/profile: p}}\nspec: {containers: [{name: base}]}",
+        );
+        let mounts: Vec<&str> = base(&m)
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|v| v.mount_path.as_str())
+            .collect();
+        assert_eq!(mounts, ["/scratch", "/reports"], "by volume name");
+    }
+
+    #[test]
+    fn a_volume_of_the_pod_with_our_name_is_kept_with_a_warning() {
+        let m = run(
+            "defaults: {resources: {}}\nrules: [{name: r, tempStorage: {path: /scratch, sizeLimit: 1Gi}}]",
+            "spec: {containers: [{name: base}], volumes: [{name: airflow-keda-scaler-tmp, configMap: {name: c}}]}",
+        );
+        assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+        assert_eq!(m.warnings[0].kind, WarningKind::TempStorageVolumeTaken);
+        let spec = m.pod.spec.as_ref().unwrap();
+        assert_eq!(spec.volumes.as_ref().unwrap().len(), 1);
+        assert!(spec.volumes.as_ref().unwrap()[0].config_map.is_some());
     }
 }

@@ -1,5 +1,6 @@
-//! The webhook's servers: HTTPS `POST /mutate` (rustls, certificate hot reload) and a plain
-//! admin port with `/livez`, `/readyz` and `/metrics`.
+//! The webhook's servers: HTTPS `POST /mutate` (rustls, certificate hot reload, connections
+//! from [`runtime::tls::acceptor`]) and the admin port of [`runtime::admin`] with `/livez`,
+//! `/readyz` and `/metrics`. Every task runs under a [`Supervisor`].
 //!
 //! Handlers are thin adapters over [`review::handle`]. Readiness holds only after both ports
 //! are bound and a certificate and a policy are loaded; it drops as soon as shutdown starts.
@@ -19,28 +20,31 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{DefaultBodyLimit, State, rejection::BytesRejection},
-    http::{StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::post,
 };
+use futures::StreamExt as _;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
     service::TowerToHyperService,
 };
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::{
+use crate::runtime::{
+    self,
+    admin::{self, AdminView},
     reload::{Poll, Watched},
+    shutdown::{self, Drain},
+    tasks::{Supervisor, TaskError},
     tls::{self, CertStore, TlsError},
 };
 
 use super::{
-    args::WebhookArgs,
     metrics::{Metrics, Reloaded},
     policy::Policy,
     review::{self, Outcome, ReviewError},
@@ -60,6 +64,9 @@ pub enum ServerError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A critical task stopped.
+    #[error(transparent)]
+    Task(#[from] TaskError),
 }
 
 /// Where the certificate comes from.
@@ -96,29 +103,6 @@ pub struct WebhookConfig {
     pub max_body_bytes: usize,
     /// Time allowed per request (and per TLS handshake).
     pub request_timeout: Duration,
-}
-
-impl From<&WebhookArgs> for WebhookConfig {
-    fn from(a: &WebhookArgs) -> Self {
-        let tls = match (&a.tls_cert, &a.tls_key) {
-            (Some(cert), Some(key)) if !a.self_signed => TlsSource::Files {
-                cert: cert.clone(),
-                key: key.clone(),
-            },
-            _ => TlsSource::SelfSigned {
-                hosts: a.self_signed_hosts.clone(),
-            },
-        };
-        Self {
-            addr: a.addr,
-            admin_addr: a.admin_addr,
-            tls,
-            policy: a.policy.clone(),
-            reload_interval: a.reload_interval,
-            max_body_bytes: a.max_body_bytes,
-            request_timeout: a.request_timeout,
-        }
-    }
 }
 
 /// The policy in force; swapped by the reloader.
@@ -180,24 +164,42 @@ pub struct RunningWebhook {
     pub admin_addr: SocketAddr,
     /// Shared state (readiness, policy, certificate).
     pub state: Arc<AppState>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Supervisor,
 }
 
 impl RunningWebhook {
-    /// Resolves when every server and the reloader have stopped (after `shutdown` fires).
-    pub async fn wait(self) {
-        for t in self.tasks {
-            if let Err(e) = t.await {
-                tracing::error!(error = %e, "webhook task failed");
-            }
-        }
+    /// Resolves when every server and the reloader have stopped (after `shutdown` fires, or
+    /// after a critical task stopped, which it reports).
+    pub async fn wait(self) -> Result<(), TaskError> {
+        self.tasks.wait().await
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr)
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| ServerError::Bind { addr, source })
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
+/// What the admin server shows of the webhook.
+#[derive(Debug)]
+struct WebhookView(Arc<AppState>);
+
+impl AdminView for WebhookView {
+    fn readiness(&self) -> Result<String, String> {
+        match self.0.not_ready() {
+            None => Ok("ready\n".to_owned()),
+            Some(why) => Err(format!("not ready: {why}\n")),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        self.0.metrics.encode()
+    }
 }
 
 /// Binds both ports, loads the certificate and the policy (a missing or invalid one leaves the
@@ -206,16 +208,8 @@ pub async fn start(
     config: WebhookConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningWebhook, ServerError> {
-    let https = bind(config.addr).await?;
-    let admin = bind(config.admin_addr).await?;
-    let addr = https.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.addr,
-        source,
-    })?;
-    let admin_addr = admin.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.admin_addr,
-        source,
-    })?;
+    let (https, addr) = bind(config.addr).await?;
+    let (admin, admin_addr) = bind(config.admin_addr).await?;
 
     let state = Arc::new(AppState {
         policy: PolicyStore::default(),
@@ -248,14 +242,14 @@ pub async fn start(
     }
 
     let tls_config = Arc::new(tls::server_config(state.certs.clone())?);
-    let mut tasks = Vec::new();
+    let tasks = Supervisor::new(shutdown.clone());
 
     // Reloader.
     {
         let state = state.clone();
         let token = shutdown.clone();
         let interval = config.reload_interval.max(Duration::from_millis(10));
-        tasks.push(tokio::spawn(async move {
+        tasks.critical("webhook reloader", async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
@@ -270,37 +264,34 @@ pub async fn start(
                     }
                 }
             }
-        }));
+            Ok::<(), std::convert::Infallible>(())
+        });
     }
 
     // Readiness drops as soon as shutdown starts.
     {
         let state = state.clone();
         let token = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.helper("webhook readiness", async move {
             token.cancelled().await;
             state.stopping.store(true, Ordering::Relaxed);
-        }));
+        });
     }
 
     let router = mutate_router(state.clone(), &config);
-    tasks.push(tokio::spawn(serve_https(
-        https,
-        TlsAcceptor::from(tls_config),
-        router,
-        shutdown.clone(),
-        config.request_timeout,
-    )));
+    let https_tasks = tasks.clone();
+    tasks.critical(
+        "webhook HTTPS server",
+        serve_https(
+            https,
+            TlsAcceptor::from(tls_config),
+            router,
+            https_tasks,
+            config.request_timeout,
+        ),
+    );
 
-    let admin_router = admin_router(state.clone());
-    let token = shutdown.clone();
-    tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(admin, admin_router)
-            .with_graceful_shutdown(async move { token.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    }));
+    admin::serve(admin, Arc::new(WebhookView(state.clone())), &tasks);
 
     tracing::info!(%addr, %admin_addr, policy = %config.policy.display(), "webhook listening");
     Ok(RunningWebhook {
@@ -311,15 +302,21 @@ pub async fn start(
     })
 }
 
-/// Runs the `webhook` subcommand until SIGTERM / SIGINT.
-pub async fn run(args: WebhookArgs) -> Result<ExitCode, ServerError> {
-    let config = WebhookConfig::from(&args);
+/// Runs the webhook until SIGTERM / SIGINT, then drains within `shutdown_grace`. Exit code 0
+/// after a clean drain, 1 otherwise (grace expired, second signal, or a critical task that
+/// stopped).
+pub async fn run(config: WebhookConfig, shutdown_grace: Duration) -> Result<ExitCode, ServerError> {
     let token = CancellationToken::new();
     let server = start(config, token.clone()).await?;
-    let drain = crate::shutdown::run_until_signal(token, args.shutdown_grace, server.wait()).await;
+    let tasks = server.tasks.clone();
+    let drain = shutdown::run_until_signal(token, shutdown_grace, async {
+        let _ = tasks.wait().await;
+    })
+    .await;
     tracing::info!(?drain, "webhook stopped");
+    tasks.failure()?;
     Ok(match drain {
-        crate::shutdown::Drain::Clean => ExitCode::SUCCESS,
+        Drain::Clean => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     })
 }
@@ -431,36 +428,6 @@ fn mutate_router(state: Arc<AppState>, config: &WebhookConfig) -> Router {
         .with_state(state)
 }
 
-fn admin_router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/livez", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
-}
-
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.not_ready() {
-        None => (StatusCode::OK, "ready\n").into_response(),
-        Some(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        )
-            .into_response(),
-    }
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
-}
-
 async fn mutate_handler(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
@@ -525,45 +492,23 @@ fn answer(state: &AppState, body: Result<Bytes, BytesRejection>) -> (Outcome, Re
     }
 }
 
+/// Serves `router` over TLS on `listener` until shutdown, then lets open connections finish
+/// their in-flight requests. Connections come from the shared acceptor
+/// ([`runtime::tls::acceptor::incoming`]); each one is a helper task of `tasks`.
 async fn serve_https(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     router: Router,
-    shutdown: CancellationToken,
+    tasks: Supervisor,
     timeout: Duration,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        // Reap finished connections so the set stays small.
-        while connections.try_join_next().is_some() {}
-        let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // Without it, Nagle's algorithm meets the client's delayed ACK: ~40 ms stalls (p99).
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+) -> Result<(), std::convert::Infallible> {
+    let shutdown = tasks.shutdown().clone();
+    let mut incoming =
+        runtime::tls::acceptor::incoming(listener, acceptor, timeout, shutdown.clone());
+    while let Some((tls, peer)) = incoming.next().await {
         let router = router.clone();
         let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
+        tasks.helper("webhook connection", async move {
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -584,6 +529,5 @@ async fn serve_https(
             }
         });
     }
-    // Let open connections finish their in-flight requests.
-    while connections.join_next().await.is_some() {}
+    Ok(())
 }

@@ -509,6 +509,8 @@ def test_webhook_configuration(value_set):
     assert hook["sideEffects"] == "None"
     assert hook["timeoutSeconds"] == 5
     assert hook["failurePolicy"] == values["webhook"].get("failurePolicy", "Ignore")
+    # Re-run after later webhooks: a container a service mesh adds is then sized and checked.
+    assert hook["reinvocationPolicy"] == values["webhook"].get("reinvocationPolicy", "IfNeeded")
     assert hook["clientConfig"]["service"] == {"name": WEBHOOK, "namespace": NAMESPACE, "path": "/mutate", "port": 443}
     assert hook["rules"] == [
         {

@@ -16,7 +16,7 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use airflow_keda_scaler::airflow_fixture::{self, AirflowVersion, FixtureRow};
+use testkit::airflow::{self as airflow_fixture, AirflowVersion, FixtureRow};
 use k8s_openapi::api::{
     autoscaling::v2::HorizontalPodAutoscaler,
     core::v1::{Pod, ServiceAccount},

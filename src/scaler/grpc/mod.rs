@@ -1,0 +1,178 @@
+//! The scaler's gRPC side: KEDA's `ExternalScaler` [`service`], the listeners (the main port
+//! with ExternalScaler + health + reflection, and the plaintext probe port with health only),
+//! and [`readiness`], which keeps gRPC health in step with the snapshot's freshness.
+
+pub mod proto;
+pub mod readiness;
+pub mod service;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use futures::StreamExt as _;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::{
+    ServingStatus,
+    pb::health_server::HealthServer,
+    server::{HealthReporter, HealthService},
+};
+
+pub use self::readiness::{LIVENESS, READINESS};
+use self::{
+    proto::{FILE_DESCRIPTOR_SET, externalscaler::external_scaler_server::ExternalScalerServer},
+    readiness::{set_ready, track_readiness},
+    service::ScalerService,
+};
+use crate::{
+    runtime::{
+        tasks::Supervisor,
+        tls::{
+            TlsError,
+            reloading::{ReloadingTls, TlsFiles},
+        },
+    },
+    scaler::{metrics::Metrics, model::worker_queue::WorkerQueues, snapshot::SnapshotStore},
+};
+
+/// Why the gRPC listeners could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Reflection could not be set up.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// TLS could not be set up.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// What the gRPC listeners need.
+#[derive(Debug, Clone)]
+pub struct GrpcOptions {
+    pub grpc_addr: SocketAddr,
+    /// Plaintext health-only listener for Kubernetes' native gRPC probes.
+    pub probe_addr: Option<SocketAddr>,
+    pub max_staleness: Duration,
+    /// TLS (and mutual TLS) for the main port; the probe port stays plaintext.
+    pub tls: Option<TlsFiles>,
+    pub metrics: Metrics,
+}
+
+/// Running gRPC listeners (their tasks belong to the [`Supervisor`] they were started with).
+#[derive(Debug)]
+pub struct GrpcServers {
+    pub grpc_addr: SocketAddr,
+    pub probe_addr: Option<SocketAddr>,
+    pub health: HealthReporter,
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), GrpcError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| GrpcError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| GrpcError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
+impl GrpcServers {
+    /// Binds every listener (so the caller knows the ports), then serves until shutdown, as
+    /// critical tasks of `tasks`.
+    pub async fn start(
+        options: GrpcOptions,
+        declared: Arc<WorkerQueues>,
+        store: SnapshotStore,
+        tasks: &Supervisor,
+    ) -> Result<Self, GrpcError> {
+        let shutdown = tasks.shutdown().clone();
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
+        set_ready(&reporter, false).await;
+
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let scaler = ScalerService::new(
+            declared,
+            store.clone(),
+            options.max_staleness,
+            shutdown.clone(),
+            options.metrics.clone(),
+        );
+
+        let (main_listener, grpc_addr) = bind(options.grpc_addr).await?;
+        let router = Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(ExternalScalerServer::new(scaler));
+        let token = shutdown.clone();
+        match options.tls {
+            Some(files) => {
+                let tls = ReloadingTls::load("gRPC", files, &[b"h2"])?;
+                tracing::info!(mutual = tls.mutual(), "gRPC TLS enabled");
+                let reloader = tls.reloader(shutdown.clone());
+                tasks.critical("gRPC TLS reloader", async move {
+                    reloader.await;
+                    Ok::<(), std::convert::Infallible>(())
+                });
+                let incoming = tls
+                    .incoming(main_listener, shutdown.clone())
+                    .map(|(stream, _peer)| Ok::<_, std::io::Error>(stream));
+                tasks.critical("gRPC server", async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
+                        .await
+                });
+            }
+            None => tasks.critical("gRPC server", async move {
+                router
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(main_listener),
+                        token.cancelled_owned(),
+                    )
+                    .await
+            }),
+        }
+
+        let mut probe_addr = None;
+        if let Some(addr) = options.probe_addr {
+            let (listener, bound) = bind(addr).await?;
+            probe_addr = Some(bound);
+            let probe_health =
+                HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
+            let token = shutdown.clone();
+            tasks.critical("gRPC probe server", async move {
+                Server::builder()
+                    .add_service(probe_health)
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        token.cancelled_owned(),
+                    )
+                    .await
+            });
+        }
+
+        tasks.helper(
+            "gRPC readiness",
+            track_readiness(reporter.clone(), store, options.max_staleness, shutdown),
+        );
+
+        Ok(Self {
+            grpc_addr,
+            probe_addr,
+            health: reporter,
+        })
+    }
+}

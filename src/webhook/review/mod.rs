@@ -1,0 +1,466 @@
+//! One admission review, from request bytes to response, without a socket.
+//!
+//! [`review_pod`] decides for one pod (skip, admit with a patch, or deny); [`handle`] wraps it
+//! in the `admission.k8s.io/v1` protocol. The request is read once: the envelope with the
+//! object left as raw JSON, then the object straight into a typed `Pod` (only for pod
+//! creations). The patch is the RFC 6902 difference between the typed pod and its mutated
+//! copy; both sides go through the same typed model, so fields this build does not know are
+//! never mentioned. A safety check refuses (as an internal error) any patch that would touch
+//! what the webhook must never touch.
+//!
+//! Nothing from the pod's body reaches an error, a log line or a metric: decoder messages are
+//! reduced to the path and what was expected, never the value found (the args carry the task's
+//! token).
+//!
+//! - [`verdict`]: the decision for one typed pod.
+//! - [`patch`]: the JSONPatch and its safety check.
+
+use base64::Engine as _;
+use json_patch::Patch;
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::admission::Operation;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, value::RawValue};
+
+use super::{metrics, policy::Policy, warning::Warning};
+
+mod patch;
+mod verdict;
+
+pub use patch::{check_patch, pod_patch};
+pub use verdict::{Outcome, Verdict, review_pod};
+
+/// Why a review could not be answered (the HTTP layer answers 400 or 500).
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    /// The body is not an `admission.k8s.io/v1` AdmissionReview with a request.
+    #[error("not an admission.k8s.io/v1 AdmissionReview: {0}")]
+    BadReview(String),
+    /// The object claims to be a Pod but is not one.
+    #[error("request {uid}: object is not a valid v1 Pod: {reason}")]
+    BadPod {
+        /// Request uid.
+        uid: String,
+        /// Decoder message.
+        reason: String,
+    },
+    /// A bug: the computed patch would break an invariant (never sent).
+    #[error("internal error: refusing to send a patch that {0}")]
+    UnsafePatch(String),
+    /// A bug: JSON serialization failed.
+    #[error("internal error: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Result of handling one AdmissionReview body.
+#[derive(Debug, Clone)]
+pub struct Handled {
+    /// The response to send (HTTP 200), as JSON.
+    pub response: Value,
+    /// For metrics.
+    pub outcome: Outcome,
+    /// For the log line.
+    pub summary: ReviewSummary,
+}
+
+/// What the log line says about a review.
+#[derive(Debug, Clone, Default)]
+pub struct ReviewSummary {
+    /// Request uid.
+    pub uid: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Pod name (or generateName).
+    pub pod: String,
+    /// Task, when an Airflow pod.
+    pub task: Option<String>,
+    /// What was applied, or why it was skipped or denied.
+    pub detail: String,
+    /// Number of patch operations.
+    pub patch_ops: usize,
+    /// Warnings sent (as the client sees them).
+    pub warnings: Vec<String>,
+}
+
+/// The envelope of a request: everything but the object, which stays raw JSON.
+#[derive(Deserialize)]
+struct ReviewIn<'a> {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(borrow)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    uid: String,
+    kind: KindIn,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    operation: Operation,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default, borrow)]
+    object: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct KindIn {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+/// A decoder message without the value it found: `invalid type: string "<args>", expected a
+/// sequence` becomes `invalid value, expected a sequence`.
+fn scrub(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let at = format!("line {} column {}", e.line(), e.column());
+    match e.classify() {
+        Category::Data => {
+            let text = e.to_string();
+            let what = if text.starts_with("missing field") {
+                text.split(" at line ").next().unwrap_or("").to_owned()
+            } else {
+                match text.split_once(", expected ") {
+                    Some((_, expected)) => format!(
+                        "invalid value, expected {}",
+                        expected.split(" at line ").next().unwrap_or("")
+                    ),
+                    None => "invalid value".to_owned(),
+                }
+            };
+            format!("{what} at {at}")
+        }
+        Category::Syntax => format!("malformed JSON at {at}"),
+        Category::Eof => "truncated JSON".to_owned(),
+        Category::Io => "unreadable body".to_owned(),
+    }
+}
+
+/// Decodes the pod, typed; on failure, says where (`spec.containers[0].args`) and what was
+/// expected, never what was found.
+fn decode_pod(raw: &RawValue) -> Result<Pod, String> {
+    serde_json::from_str::<Pod>(raw.get()).map_err(|_| {
+        // Cold path: decode again, tracking the path.
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        match serde_path_to_error::deserialize::<_, Pod>(&mut de) {
+            Ok(_) => "cannot be decoded".to_owned(),
+            Err(e) => {
+                let path = e.path().to_string();
+                format!("at {path}: {}", scrub(e.inner()))
+            }
+        }
+    })
+}
+
+/// Handles one AdmissionReview body: parse, decide, answer with the same `uid`.
+pub fn handle(policy: &Policy, body: &[u8]) -> Result<Handled, ReviewError> {
+    let review: ReviewIn<'_> =
+        serde_json::from_slice(body).map_err(|e| ReviewError::BadReview(scrub(&e)))?;
+    if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
+        return Err(ReviewError::BadReview(format!(
+            "apiVersion `{}` kind `{}` (expected admission.k8s.io/v1 AdmissionReview)",
+            review.api_version, review.kind
+        )));
+    }
+    let request = review
+        .request
+        .ok_or_else(|| ReviewError::BadReview("no request".to_owned()))?;
+    let mut summary = ReviewSummary {
+        uid: request.uid.clone(),
+        namespace: request.namespace.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let is_pod = request.kind.group.is_empty()
+        && request.kind.version == "v1"
+        && request.kind.kind == "Pod"
+        && request.sub_resource.as_deref().unwrap_or("").is_empty();
+    let skip = |why: &str, mut summary: ReviewSummary| {
+        summary.detail = why.to_owned();
+        Ok(Handled {
+            response: response(&request.uid, Answer::Allow(None), &[])?,
+            outcome: Outcome::Skipped,
+            summary,
+        })
+    };
+    if !is_pod {
+        let why = format!(
+            "not a pod ({}/{} {}{})",
+            request.kind.group,
+            request.kind.version,
+            request.kind.kind,
+            request
+                .sub_resource
+                .as_deref()
+                .map(|s| format!(" /{s}"))
+                .unwrap_or_default()
+        );
+        return skip(&why, summary);
+    }
+    if request.operation != Operation::Create {
+        return skip("not a CREATE", summary);
+    }
+    let Some(object) = request.object else {
+        return skip("no object", summary);
+    };
+    let pod = decode_pod(object).map_err(|reason| ReviewError::BadPod {
+        uid: request.uid.clone(),
+        reason,
+    })?;
+    summary.pod = pod
+        .metadata
+        .name
+        .clone()
+        .or_else(|| pod.metadata.generate_name.clone())
+        .unwrap_or_default();
+    let namespace = request
+        .namespace
+        .clone()
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or_default();
+    summary.namespace.clone_from(&namespace);
+    let verdict = review_pod(policy, &namespace, &pod)?;
+    let outcome = verdict.outcome();
+    let response = match verdict {
+        Verdict::Skip(why) => return skip(why, summary),
+        Verdict::Allow {
+            task,
+            patch,
+            applied,
+            warnings,
+        } => {
+            summary.task = Some(task.to_string());
+            summary.patch_ops = patch.0.len();
+            summary.detail = if applied.is_empty() {
+                "nothing to change".to_owned()
+            } else {
+                applied.join("; ")
+            };
+            report_warnings(&mut summary, &warnings);
+            response(&request.uid, Answer::Allow(Some(&patch)), &warnings)?
+        }
+        Verdict::Deny {
+            task,
+            message,
+            warnings,
+        } => {
+            summary.task = Some(task.to_string());
+            report_warnings(&mut summary, &warnings);
+            let r = response(&request.uid, Answer::Deny(&message), &warnings)?;
+            summary.detail = message;
+            r
+        }
+    };
+    Ok(Handled {
+        response,
+        outcome,
+        summary,
+    })
+}
+
+/// Where warnings go besides the client and the pod: the counter by kind and one info line
+/// each (names and paths only, see [`crate::webhook::warning`]).
+fn report_warnings(summary: &mut ReviewSummary, warnings: &[Warning]) {
+    for w in warnings {
+        metrics::count_warning(w.kind);
+        tracing::info!(
+            uid = %summary.uid,
+            namespace = %summary.namespace,
+            pod = %summary.pod,
+            task = summary.task.as_deref().unwrap_or("-"),
+            kind = %w.kind,
+            "admission warning: {}",
+            w.message
+        );
+    }
+    summary.warnings = warnings.iter().map(ToString::to_string).collect();
+}
+
+enum Answer<'a> {
+    Allow(Option<&'a Patch>),
+    Deny(&'a str),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    /// Base64, as the API server reads Go's `[]byte`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    warnings: &'a [Warning],
+}
+
+#[derive(Serialize)]
+struct StatusOut<'a> {
+    status: &'static str,
+    message: &'a str,
+    reason: &'static str,
+    code: u16,
+}
+
+/// The `admission.k8s.io/v1` response review.
+fn response(uid: &str, answer: Answer<'_>, warnings: &[Warning]) -> Result<Value, ReviewError> {
+    let (allowed, status, patch) = match answer {
+        Answer::Allow(patch) => (true, None, patch.filter(|p| !p.0.is_empty())),
+        Answer::Deny(message) => (
+            false,
+            Some(StatusOut {
+                status: "Failure",
+                message,
+                reason: "Forbidden",
+                code: 403,
+            }),
+            None,
+        ),
+    };
+    let patch = patch
+        .map(|p| serde_json::to_vec(p).map(|b| base64::engine::general_purpose::STANDARD.encode(b)))
+        .transpose()?;
+    let out = ResponseOut {
+        uid,
+        allowed,
+        status,
+        patch_type: patch.as_ref().map(|_| "JSONPatch"),
+        patch,
+        warnings,
+    };
+    Ok(serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": serde_json::to_value(&out)?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn malformed_reviews_are_errors_not_panics() {
+        let policy = Policy::parse("").unwrap();
+        let cases: &[&[u8]] = &[
+            b"",
+            b"null",
+            b"{",
+            b"[]",
+            b"\xff\xfe",
+            br#"{"kind":"AdmissionReview"}"#,
+            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1beta1","request":{}}"#,
+            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#,
+            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u"}}"#,
+            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{},"object":{"apiVersion":"v1","kind":"Pod","spec":{"containers":"nope"}}}}"#,
+            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{},"object":{"apiVersion":"v2","kind":"Pod"}}}"#,
+            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"EXPLODE","userInfo":{}}}"#,
+            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"labels":{"kubernetes_executor":"True","airflow-worker":"1"}},"spec":{"containers":[{"name":"base","resources":{"requests":{"cpu":"lots"}}}]}}}}"#,
+        ];
+        for body in cases {
+            let _ = handle(&policy, body);
+        }
+        assert!(matches!(
+            handle(&policy, b"{"),
+            Err(ReviewError::BadReview(_))
+        ));
+    }
+
+    fn airflow_review() -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "airflow", "operation": "CREATE", "userInfo": {},
+                "object": {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "p", "labels": {"kubernetes_executor": "True", "airflow-worker": "1"},
+                        "annotations": {"dag_id": "d", "task_id": "t", "airflow-keda-scaler/profile": "nope"}},
+                    "spec": {"containers": [{"name": "base", "resources": {"requests": {"cpu": "2"}}}, {"name": "side"}],
+                        "volumes": [{"name": "airflow-workload", "secret": {"secretName": "s"}}]}}
+            }
+        }))
+        .unwrap()
+    }
+
+    /// Every prefix and many single-byte corruptions of a valid review: errors, never panics.
+    #[test]
+    fn truncated_and_corrupted_reviews_never_panic() {
+        let policy = Policy::parse("guardRails: {unknownProfile: warn}").unwrap();
+        let body = airflow_review();
+        let ok = handle(&policy, &body).unwrap();
+        assert_eq!(ok.outcome, Outcome::Mutated);
+        for end in 0..body.len() {
+            let _ = handle(&policy, &body[..end]);
+        }
+        for i in 0..body.len() {
+            for b in [b'"', b'{', b'0', b'\\', b'-', 0xff] {
+                let mut bad = body.clone();
+                bad[i] = b;
+                let _ = handle(&policy, &bad);
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_profile_can_be_a_warning() {
+        let policy = Policy::parse("guardRails: {unknownProfile: warn, sidecars: allow}").unwrap();
+        let h = handle(&policy, &airflow_review()).unwrap();
+        let warnings = h.response["response"]["warnings"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0]
+                .as_str()
+                .unwrap()
+                .contains("unknown profile `nope`")
+        );
+        assert!(
+            h.response["response"]["patch"].is_string(),
+            "patch is base64"
+        );
+        let denied = handle(&Policy::parse("").unwrap(), &airflow_review()).unwrap();
+        assert_eq!(denied.outcome, Outcome::Denied);
+        assert_eq!(denied.response["response"]["uid"], "u-1");
+    }
+
+    #[test]
+    fn decoder_errors_say_where_never_what() {
+        let secret = "eyJhbGciOiJIUzUxMiJ9.secret";
+        for (object, path) in [
+            (
+                json!({"spec": {"containers": [{"name": "base", "args": secret}]}}),
+                "spec.containers[0].args",
+            ),
+            (
+                json!({"spec": {"containers": [{"name": "base", "args": [7]}]}}),
+                "spec.containers[0].args[0]",
+            ),
+            (
+                json!({"spec": {"containers": [{"name": "base", "imagePullPolicy": {"x": secret}}]}}),
+                "spec.containers[0].imagePullPolicy",
+            ),
+        ] {
+            let raw = serde_json::value::to_raw_value(&object).unwrap();
+            let message = decode_pod(&raw).unwrap_err();
+            assert!(message.starts_with(&format!("at {path}: ")), "{message}");
+            assert!(
+                !message.contains("eyJ") && !message.contains("`7`"),
+                "{message}"
+            );
+        }
+    }
+}

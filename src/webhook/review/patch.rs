@@ -1,0 +1,300 @@
+//! The RFC 6902 patch from the pod to its mutated copy, and the check that refuses any patch
+//! touching what the webhook must never touch.
+
+use json_patch::{
+    AddOperation, Patch, PatchOperation, RemoveOperation,
+    jsonptr::{Pointer, PointerBuf},
+};
+use k8s_openapi::api::core::v1::Pod;
+use serde::Serialize;
+
+use super::{super::policy::WORKLOAD_VOLUME, ReviewError};
+
+/// The RFC 6902 patch from `before` to `after`, checked against the invariants.
+///
+/// Only the fields the mutation may change are compared (typed, which is cheap) and only those
+/// that differ are turned into JSON and diffed: the same operations as a diff of the whole pods,
+/// without serializing pods of several KB twice per review. Debug builds check that equality.
+pub fn pod_patch(before: &Pod, after: &Pod) -> Result<Patch, ReviewError> {
+    let mut ops = Vec::new();
+    let (mb, ma) = (&before.metadata, &after.metadata);
+    diff_field(&mut ops, &["metadata", "labels"], &mb.labels, &ma.labels)?;
+    diff_field(
+        &mut ops,
+        &["metadata", "annotations"],
+        &mb.annotations,
+        &ma.annotations,
+    )?;
+    if let (Some(sb), Some(sa)) = (&before.spec, &after.spec) {
+        for (i, (cb, ca)) in sb.containers.iter().zip(&sa.containers).enumerate() {
+            if cb == ca {
+                continue;
+            }
+            let i = i.to_string();
+            let at = |field| ["spec", "containers", i.as_str(), field];
+            diff_field(&mut ops, &at("resources"), &cb.resources, &ca.resources)?;
+            diff_field(&mut ops, &at("env"), &cb.env, &ca.env)?;
+            diff_field(
+                &mut ops,
+                &at("volumeMounts"),
+                &cb.volume_mounts,
+                &ca.volume_mounts,
+            )?;
+        }
+        diff_field(&mut ops, &["spec", "volumes"], &sb.volumes, &sa.volumes)?;
+        diff_field(
+            &mut ops,
+            &["spec", "nodeSelector"],
+            &sb.node_selector,
+            &sa.node_selector,
+        )?;
+        diff_field(
+            &mut ops,
+            &["spec", "tolerations"],
+            &sb.tolerations,
+            &sa.tolerations,
+        )?;
+        diff_field(
+            &mut ops,
+            &["spec", "priorityClassName"],
+            &sb.priority_class_name,
+            &sa.priority_class_name,
+        )?;
+        diff_field(&mut ops, &["spec", "priority"], &sb.priority, &sa.priority)?;
+        diff_field(
+            &mut ops,
+            &["spec", "preemptionPolicy"],
+            &sb.preemption_policy,
+            &sa.preemption_policy,
+        )?;
+    }
+    let patch = Patch(ops);
+    #[cfg(debug_assertions)]
+    {
+        let mut patched = serde_json::to_value(before)?;
+        let applied = json_patch::patch(&mut patched, &patch.0);
+        debug_assert!(
+            applied.is_ok() && patched == serde_json::to_value(after)?,
+            "pod_patch misses a change the mutation made"
+        );
+    }
+    check_patch(before, &patch)?;
+    Ok(patch)
+}
+
+/// Appends the operations turning `before` into `after` at `path` (what a diff of the whole
+/// documents gives for that field).
+fn diff_field<T: Serialize + PartialEq>(
+    ops: &mut Vec<PatchOperation>,
+    path: &[&str],
+    before: &Option<T>,
+    after: &Option<T>,
+) -> Result<(), ReviewError> {
+    if before == after {
+        return Ok(());
+    }
+    let at = PointerBuf::from_tokens(path.iter().copied());
+    match (before, after) {
+        (_, None) => ops.push(PatchOperation::Remove(RemoveOperation { path: at })),
+        (None, Some(a)) => ops.push(PatchOperation::Add(AddOperation {
+            path: at,
+            value: serde_json::to_value(a)?,
+        })),
+        (Some(b), Some(a)) => {
+            let (b, a) = (serde_json::to_value(b)?, serde_json::to_value(a)?);
+            ops.extend(
+                json_patch::diff(&b, &a)
+                    .0
+                    .into_iter()
+                    .map(|op| prefixed(&at, op)),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn prefixed(prefix: &Pointer, op: PatchOperation) -> PatchOperation {
+    let join = |p: &Pointer| prefix.concat(p);
+    match op {
+        PatchOperation::Add(mut o) => {
+            o.path = join(&o.path);
+            PatchOperation::Add(o)
+        }
+        PatchOperation::Remove(mut o) => {
+            o.path = join(&o.path);
+            PatchOperation::Remove(o)
+        }
+        PatchOperation::Replace(mut o) => {
+            o.path = join(&o.path);
+            PatchOperation::Replace(o)
+        }
+        PatchOperation::Move(mut o) => {
+            o.path = join(&o.path);
+            o.from = join(&o.from);
+            PatchOperation::Move(o)
+        }
+        PatchOperation::Copy(mut o) => {
+            o.path = join(&o.path);
+            o.from = join(&o.from);
+            PatchOperation::Copy(o)
+        }
+        PatchOperation::Test(mut o) => {
+            o.path = join(&o.path);
+            PatchOperation::Test(o)
+        }
+    }
+}
+
+fn op_path(op: &PatchOperation) -> Vec<String> {
+    op.path()
+        .tokens()
+        .map(|t| t.decoded().into_owned())
+        .collect()
+}
+
+/// Refuses patches that would reorder or replace containers, touch `args` / `command`, touch
+/// Airflow 3's workload volume or its mount, or remove anything but the fields the webhook is
+/// allowed to clear.
+pub fn check_patch(before: &Pod, patch: &Patch) -> Result<(), ReviewError> {
+    let spec = before.spec.as_ref();
+    let workload_volume = spec
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().position(|v| v.name == WORKLOAD_VOLUME))
+        .map(|i| i.to_string());
+    let unsafe_patch = |why: String| Err(ReviewError::UnsafePatch(why));
+    for op in &patch.0 {
+        let path = op_path(op);
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        let shown = op.path().to_string();
+        if !matches!(
+            op,
+            PatchOperation::Add(_) | PatchOperation::Replace(_) | PatchOperation::Remove(_)
+        ) {
+            return unsafe_patch(format!("uses a move/copy/test op at {shown}"));
+        }
+        match p.as_slice() {
+            [
+                "spec",
+                "containers" | "initContainers" | "ephemeralContainers",
+            ]
+            | [
+                "spec",
+                "containers" | "initContainers" | "ephemeralContainers",
+                _,
+            ] => {
+                return unsafe_patch(format!("adds, removes or replaces a container ({shown})"));
+            }
+            [
+                "spec",
+                "containers" | "initContainers",
+                _,
+                "args" | "command" | "name",
+                ..,
+            ] => {
+                return unsafe_patch(format!(
+                    "touches a container's command, args or name ({shown})"
+                ));
+            }
+            ["spec", "volumes"] if spec.and_then(|s| s.volumes.as_ref()).is_some() => {
+                return unsafe_patch(format!("replaces the volume list ({shown})"));
+            }
+            ["spec", "volumes", i, ..] if Some(*i) == workload_volume.as_deref() => {
+                return unsafe_patch(format!("touches the {WORKLOAD_VOLUME} volume ({shown})"));
+            }
+            ["spec", "containers", i, "volumeMounts", rest @ ..] => {
+                let mounts = i
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| spec?.containers.get(i))
+                    .and_then(|c| c.volume_mounts.as_ref());
+                if let Some(mounts) = mounts {
+                    if rest.is_empty() {
+                        return unsafe_patch(format!(
+                            "replaces a container's volume mounts ({shown})"
+                        ));
+                    }
+                    let workload_mount = mounts
+                        .iter()
+                        .position(|m| m.name == WORKLOAD_VOLUME)
+                        .map(|i| i.to_string());
+                    if Some(rest[0]) == workload_mount.as_deref() {
+                        return unsafe_patch(format!(
+                            "touches the {WORKLOAD_VOLUME} mount ({shown})"
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let PatchOperation::Remove(_) = op {
+            let allowed = matches!(
+                p.as_slice(),
+                ["spec", "priority" | "preemptionPolicy"]
+                    | ["spec", "containers", _, "env", _, "valueFrom"]
+            );
+            if !allowed {
+                return unsafe_patch(format!("removes {shown}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use json_patch::{AddOperation, RemoveOperation, jsonptr::PointerBuf};
+    use serde_json::json;
+
+    fn pod() -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "containers": [{"name": "base", "args": ["x"],
+                    "volumeMounts": [{"name": "airflow-workload", "mountPath": "/run/secrets/airflow-workload"}]}],
+                "volumes": [{"name": "airflow-workload", "secret": {"secretName": "s"}}],
+                "priority": 0
+            }
+        }))
+        .unwrap()
+    }
+
+    fn add(path: &[&str]) -> PatchOperation {
+        PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(path.iter().copied()),
+            value: json!("x"),
+        })
+    }
+
+    fn remove(path: &[&str]) -> PatchOperation {
+        PatchOperation::Remove(RemoveOperation {
+            path: PointerBuf::from_tokens(path.iter().copied()),
+        })
+    }
+
+    #[test]
+    fn safety_check_refuses_forbidden_patches() {
+        let p = pod();
+        for bad in [
+            add(&["spec", "containers", "1"]),
+            add(&["spec", "containers", "0", "args", "0"]),
+            add(&["spec", "volumes", "0", "secret"]),
+            add(&["spec", "volumes"]),
+            add(&["spec", "containers", "0", "volumeMounts", "0", "readOnly"]),
+            remove(&["metadata", "labels"]),
+        ] {
+            assert!(
+                check_patch(&p, &Patch(vec![bad.clone()])).is_err(),
+                "{bad:?}"
+            );
+        }
+        for ok in [
+            add(&["spec", "volumes", "1"]),
+            add(&["spec", "containers", "0", "volumeMounts", "1"]),
+            add(&["spec", "containers", "0", "resources"]),
+            remove(&["spec", "priority"]),
+        ] {
+            assert!(check_patch(&p, &Patch(vec![ok.clone()])).is_ok(), "{ok:?}");
+        }
+    }
+}
