@@ -5,6 +5,7 @@
 //! the database alone, and every column below shows `-`.
 //!
 //! - [`watch`]: reflectors (serve) and one-shot reads (`explain`) into a [`ClusterView`];
+//! - [`objects`]: Kubernetes objects → the workload, pod and HPA observations;
 //! - [`cost`]: keeps `controller.kubernetes.io/pod-deletion-cost` on Deployment worker pods;
 //! - [`run`]: the serve loop (drift tracking, deletion costs, parallelism warnings).
 //!
@@ -13,6 +14,7 @@
 //! the observations ([`crate::scaler::model::observed`]).
 
 pub mod cost;
+pub mod objects;
 pub mod run;
 pub mod watch;
 
