@@ -75,9 +75,12 @@ async fn explain_prints_table_and_json() {
         db.url(),
         "--worker-queues",
         file,
+        "--kubernetes",
+        "off",
     ]);
     assert!(ok, "{err}");
-    // default: 33 tasks / 16 → 3 workers; ml: 5 / 2 → 3, clamped to 2. (3+2) × (16+2) = 90.
+    // default: 33 tasks / 16 → 3 workers; ml: 5 / 2 → 3, clamped to 2. Parallelism to set
+    // (Astro's definition): (10 + 2) max workers × (16 + 2) = 216.
     let line = |name: &str| {
         out.lines()
             .find(|l| l.starts_with(name))
@@ -86,13 +89,22 @@ async fn explain_prints_table_and_json() {
             .map(String::from)
             .collect::<Vec<_>>()
     };
-    assert_eq!(line("default")[2..4], ["20".to_string(), "13".to_string()]);
-    assert_eq!(line("default")[6], "3");
-    assert_eq!(line("ml")[6], "2");
+    // SCHEDULED, QUEUED, RUNNING
+    assert_eq!(
+        line("default")[2..5],
+        ["0".to_string(), "20".to_string(), "13".to_string()]
+    );
+    assert_eq!(line("default")[7], "3");
+    assert_eq!(line("ml")[7], "2");
     assert!(
-        out.contains("parallelism = 5 workers x 18 tasks per worker (sum) = 90"),
+        out.contains("parallelism (max) = 12 max workers x 18 tasks per worker (sum) = 216"),
         "{out}"
     );
+    assert!(
+        out.contains("set AIRFLOW__CORE__PARALLELISM=216\n"),
+        "{out}"
+    );
+    assert!(out.contains("kubernetes: not watched"), "{out}");
     assert!(out.contains("Airflow 3"), "{out}");
 
     let (ok, out, err) = run(&[
@@ -103,17 +115,26 @@ async fn explain_prints_table_and_json() {
         file,
         "--output",
         "json",
+        "--kubernetes",
+        "off",
+        "--airflow-parallelism",
+        "32",
     ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["parallelism"], 90);
+    assert_eq!(v["parallelism"]["value"], 216);
+    assert_eq!(v["airflowParallelism"], 32);
+    // 32 caps `default` (10 × 16) at 2 workers; 33 queued + running at 32+ and nothing
+    // scheduled: not starved.
+    assert_eq!(v["workerQueues"][0]["parallelismCap"], 2);
+    assert_eq!(v["starved"], false);
     assert_eq!(v["workerQueues"][0]["workerQueue"], "default");
     assert_eq!(v["workerQueues"][0]["queued"], 20);
     assert_eq!(v["workerQueues"][0]["desiredWorkers"], 3);
     assert_eq!(v["schema"], "Airflow3");
 
     // No file: one line per Airflow queue with work, default settings.
-    let (ok, out, _) = run(&["explain", "--database-url", db.url()]);
+    let (ok, out, _) = run(&["explain", "--database-url", db.url(), "--kubernetes", "off"]);
     assert!(ok);
     assert!(out.lines().any(|l| l.starts_with("ml ")), "{out}");
 }
@@ -397,7 +418,17 @@ fn demo_runs_and_stops_by_itself() {
     );
     assert!(stdout.contains("grpcurl -plaintext"), "{stdout}");
     assert!(stdout.contains("DESIRED WORKERS"), "{stdout}");
-    assert!(stdout.contains("parallelism ="), "{stdout}");
+    assert!(
+        stdout.contains("set AIRFLOW__CORE__PARALLELISM="),
+        "{stdout}"
+    );
+    // The simulated workers as they run now, next to what KEDA is told to want.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().any(|w| w == "WORKERS")),
+        "{stdout}"
+    );
     assert!(stdout.matches("tick ").count() >= 3, "{stdout}");
 }
 

@@ -82,11 +82,13 @@ fn dataset() -> Vec<FixtureRow> {
     rows
 }
 
-/// (queue, state, executor); the state by name so that the map sorts.
-type Key = (String, &'static str, Option<String>);
+/// (queue, state, executor, hostname of running rows); the state by name so that the map
+/// sorts.
+type Key = (String, &'static str, Option<String>, Option<String>);
 
 fn state_name(s: TaskState) -> &'static str {
     match s {
+        TaskState::Scheduled => "scheduled",
         TaskState::Queued => "queued",
         TaskState::Running => "running",
     }
@@ -105,7 +107,10 @@ fn expected(rows: &[FixtureRow], version: AirflowVersion) -> BTreeMap<Key, u64> 
             row.queue.clone()
         };
         let executor = row.executor.clone().filter(|_| version.has_executor());
-        *out.entry((queue, state_name(state), executor)).or_default() += 1;
+        let host =
+            Some(row.hostname.clone()).filter(|h| state == TaskState::Running && !h.is_empty());
+        *out.entry((queue, state_name(state), executor, host))
+            .or_default() += 1;
     }
     out
 }
@@ -113,8 +118,13 @@ fn expected(rows: &[FixtureRow], version: AirflowVersion) -> BTreeMap<Key, u64> 
 fn as_map(snapshot: &Snapshot) -> BTreeMap<Key, u64> {
     let mut out = BTreeMap::new();
     for c in &snapshot.counts {
-        *out.entry((c.queue.clone(), state_name(c.state), c.executor.clone()))
-            .or_default() += c.count;
+        *out.entry((
+            c.queue.clone(),
+            state_name(c.state),
+            c.executor.clone(),
+            c.hostname.clone(),
+        ))
+        .or_default() += c.count;
     }
     out
 }
@@ -192,8 +202,88 @@ async fn check_counts(db: TestDb, version: AirflowVersion) {
         };
         let d = snapshot.demand(&selector);
         assert_eq!((d.queued, d.running), want, "{ctx}: {selector:?}");
+        let by_host = snapshot.running_by_host(&selector);
+        assert_eq!(
+            by_host.values().sum::<u64>(),
+            d.running,
+            "{ctx}: {selector:?} running by host"
+        );
     }
+    // Scheduled rows: the same copies as queued ones (`dataset`).
+    let totals = snapshot.totals();
+    assert_eq!(totals.scheduled, totals.queued, "{ctx}");
+    assert!(totals.scheduled > 0, "{ctx}");
+    // Running rows are split by hostname, the others are not.
+    let hosts: std::collections::BTreeSet<_> = snapshot
+        .counts
+        .iter()
+        .filter_map(|c| c.hostname.as_deref())
+        .collect();
+    assert!(
+        hosts.contains("worker-0") && hosts.len() > 1,
+        "{ctx}: {hosts:?}"
+    );
+    assert!(
+        snapshot
+            .counts
+            .iter()
+            .all(|c| (c.state == TaskState::Running) == c.hostname.is_some()),
+        "{ctx}"
+    );
     mdb.close().await;
+}
+
+/// Celery routes `gpu` and `gpu ` (trailing space) as two queues, and Airflow stores them as
+/// two values. MySQL's and MariaDB's `utf8mb4_bin` is a PAD SPACE collation under which
+/// `GROUP BY` merges them (issue 14 point 6); the refresh groups on the raw bytes. The same
+/// holds for hostnames, which split the running rows.
+async fn check_trailing_spaces_stay_apart(db: TestDb) {
+    let ctx = db.dialect().to_string();
+    let mut rows = Vec::new();
+    for (i, (queue, state, host)) in [
+        ("gpu", "queued", ""),
+        ("gpu ", "queued", ""),
+        ("gpu ", "queued", ""),
+        ("gpu", "running", "w1"),
+        ("gpu ", "running", "w1 "),
+        ("gpu ", "running", "w1 "),
+        ("gpu ", "scheduled", ""),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut row = FixtureRow::new("dag", &format!("t{i}"), "run", Some(state), queue);
+        row.hostname = host.into();
+        rows.push(row);
+    }
+    create(&db, AirflowVersion::V3, &rows).await;
+    let mdb = MetadataDb::connect(&args(db.url())).await.unwrap();
+    let snapshot = refresher::refresh_once(&mdb).await.unwrap();
+    let got = snapshot.demand(&celery(&["gpu"], true));
+    assert_eq!((got.queued, got.running, got.scheduled), (1, 1, 0), "{ctx}");
+    let got = snapshot.demand(&celery(&["gpu "], true));
+    assert_eq!((got.queued, got.running, got.scheduled), (2, 2, 1), "{ctx}");
+    let hosts: Vec<_> = snapshot
+        .running_by_host(&celery(&["gpu", "gpu "], true))
+        .into_iter()
+        .collect();
+    assert_eq!(hosts, vec![("w1", 1), ("w1 ", 2)], "{ctx}");
+    mdb.close().await;
+}
+
+#[tokio::test]
+async fn mariadb_keeps_trailing_space_queues_apart() {
+    check_trailing_spaces_stay_apart(TestDb::mysql().await).await;
+}
+
+#[tokio::test]
+async fn postgres_keeps_trailing_space_queues_apart() {
+    check_trailing_spaces_stay_apart(TestDb::postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_keeps_trailing_space_queues_apart() {
+    check_trailing_spaces_stay_apart(TestDb::sqlite().await).await;
 }
 
 macro_rules! matrix {

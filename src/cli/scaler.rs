@@ -9,7 +9,10 @@ use super::parse_duration;
 use crate::{
     demo::DemoConfig,
     runtime::{conn::ConnLimits, tls::reloading::TlsFiles},
-    scaler::config::{self, DbConfig, ExplainConfig, ServeConfig},
+    scaler::{
+        cluster::WorkersConfig,
+        config::{self, DbConfig, ExplainConfig, ServeConfig},
+    },
 };
 
 /// Where the Airflow metadata database is and how to talk to it. `Debug` never shows the URL
@@ -148,6 +151,8 @@ pub struct ServeArgs {
     pub shutdown_grace: Duration,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub workers: WorkersArgs,
 }
 
 /// Parses a percentage in (0, 100], with or without a trailing `%`.
@@ -184,6 +189,8 @@ pub struct ExplainArgs {
     pub output: OutputFormat,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub workers: WorkersArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -207,6 +214,97 @@ pub struct DemoArgs {
     /// Seed of the synthetic workload (same seed, same run).
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_DEMO_SEED", default_value_t = 7)]
     pub seed: u64,
+}
+
+/// The workers as Kubernetes runs them, and Airflow's parallelism (README: "Actual workers,
+/// parallelism and busy workers").
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Workers and parallelism")]
+pub struct WorkersArgs {
+    /// Watch each worker queue's scaleTargetRef, its pods and its HPA (ready workers, HPA
+    /// desired/current, drift, pod-deletion cost): `off`; `auto` = when a configuration is
+    /// found (in-cluster service account, KUBECONFIG or ~/.kube/config); `on` = fail without one.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_KUBERNETES", value_enum, default_value_t = KubeModeArg::Auto)]
+    pub kubernetes: KubeModeArg,
+    /// Namespace of the Airflow workers (default: the configuration's, in a pod its own).
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_KUBERNETES_NAMESPACE")]
+    pub kubernetes_namespace: Option<String>,
+    /// Keep controller.kubernetes.io/pod-deletion-cost on Deployment worker pods equal to the
+    /// tasks running on each, so a scale-down removes idle workers first (serve; needs `patch
+    /// pods`).
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_POD_DELETION_COST", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pod_deletion_cost: bool,
+    /// Most pod-deletion-cost patches per second (only changed values are written).
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_POD_DELETION_COST_RATE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pod_deletion_cost_rate: u32,
+    /// The ScaledObjects set HPA tolerance 0 (the chart's scaledObject.exactTolerance): any
+    /// difference between ready workers and the formula counts as drift, and an HPA without
+    /// tolerance 0 is reported as "tolerance dropped". False: only differences outside the
+    /// HPA's 10 % band count.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_EXACT_TOLERANCE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub exact_tolerance: bool,
+    /// How long ready workers may differ from the formula before hpa_drift is exported and the
+    /// likely cause logged (a few HPA syncs of 15 s).
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_DRIFT_AFTER", value_parser = parse_duration, default_value = "60s")]
+    pub drift_after: Duration,
+    /// Which [core] parallelism to recommend: `max` = (Σ maxWorkers) x (Σ maxTasksPerWorker),
+    /// Astro's current definition, a fixed number; `ready` = (Σ ready workers) x (Σ
+    /// maxTasksPerWorker), the seed's, which pins a single worker queue at its size (README).
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_PARALLELISM_MODE", value_enum, default_value_t = ParallelismModeArg::Max)]
+    pub parallelism_mode: ParallelismModeArg,
+    /// Airflow's configured [core] parallelism (per scheduler): warn and export
+    /// parallelism_capped_workers when it keeps a worker queue below maxWorkers, and report
+    /// starvation at that limit. When unset, AIRFLOW__CORE__PARALLELISM is read; 0 = unknown.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_AIRFLOW_PARALLELISM")]
+    pub airflow_parallelism: Option<u64>,
+}
+
+/// `--kubernetes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KubeModeArg {
+    Off,
+    Auto,
+    On,
+}
+
+/// `--parallelism-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ParallelismModeArg {
+    Max,
+    Ready,
+}
+
+impl WorkersArgs {
+    /// The settings of the cluster side (reads `AIRFLOW__CORE__PARALLELISM` when the flag is
+    /// unset).
+    pub fn config(&self) -> WorkersConfig {
+        use crate::scaler::{cluster::KubeMode, model::parallelism::ParallelismMode};
+        let airflow_parallelism = self
+            .airflow_parallelism
+            .or_else(|| {
+                std::env::var("AIRFLOW__CORE__PARALLELISM")
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .filter(|p| *p > 0);
+        WorkersConfig {
+            kubernetes: match self.kubernetes {
+                KubeModeArg::Off => KubeMode::Off,
+                KubeModeArg::Auto => KubeMode::Auto,
+                KubeModeArg::On => KubeMode::On,
+            },
+            namespace: self.kubernetes_namespace.clone(),
+            deletion_cost: self.pod_deletion_cost,
+            deletion_cost_rate: self.pod_deletion_cost_rate,
+            exact_tolerance: self.exact_tolerance,
+            drift_after: self.drift_after,
+            parallelism_mode: match self.parallelism_mode {
+                ParallelismModeArg::Max => ParallelismMode::Max,
+                ParallelismModeArg::Ready => ParallelismMode::Ready,
+            },
+            airflow_parallelism,
+        }
+    }
 }
 
 impl From<&DbArgs> for DbConfig {
@@ -250,6 +348,7 @@ impl From<&ServeArgs> for ServeConfig {
             drain_delay: a.drain_delay,
             shutdown_grace: a.shutdown_grace,
             db: DbConfig::from(&a.db),
+            workers: a.workers.config(),
         }
     }
 }
@@ -263,6 +362,7 @@ impl From<&ExplainArgs> for ExplainConfig {
                 OutputFormat::Json => config::OutputFormat::Json,
             },
             db: DbConfig::from(&a.db),
+            workers: a.workers.config(),
         }
     }
 }

@@ -33,7 +33,8 @@ use crate::scaler::{
     },
     metrics::Metrics,
     model::{
-        sizing::{desired_workers, parallelism_line, render_table},
+        parallelism::{ParallelismMode, QueueSize, recommend},
+        sizing::{desired_workers, render_table},
         worker_queue::{WorkerQueue, WorkerQueues},
     },
 };
@@ -321,7 +322,12 @@ async fn render(
         // The simulated workers scale to what KEDA asked for, taking effect next tick.
         let current = workload.workers.insert(key, desired).unwrap_or(0);
         let (queued, running) = workload.counts(key);
-        sizing.push((desired, wq.max_tasks_per_worker));
+        sizing.push(QueueSize {
+            max_tasks_per_worker: wq.max_tasks_per_worker,
+            max_workers: wq.max_workers,
+            ready_workers: Some(current),
+            desired_workers: desired,
+        });
         rows.push(vec![
             name,
             wq.queues.join(","),
@@ -335,7 +341,12 @@ async fn render(
         ]);
     }
     let mut out = render_table(&rows);
-    out.push_str(&parallelism_line(sizing));
+    let p = recommend(ParallelismMode::Max, &sizing);
+    out.push_str(&format!(
+        "{}\nset AIRFLOW__CORE__PARALLELISM={}\n",
+        p.line(),
+        p.value
+    ));
     Ok(out)
 }
 

@@ -2,6 +2,7 @@
 
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
+pub use super::cluster::WorkersConfig;
 use crate::runtime::{conn::ConnLimits, tls::reloading::TlsFiles};
 
 /// Where the Airflow metadata database is and how to talk to it. `Debug` never shows the URL
@@ -75,6 +76,8 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// The database.
     pub db: DbConfig,
+    /// The workers as Kubernetes runs them, and Airflow's parallelism.
+    pub workers: WorkersConfig,
 }
 
 /// How `explain` prints its plan.
@@ -95,4 +98,6 @@ pub struct ExplainConfig {
     pub output: OutputFormat,
     /// The database.
     pub db: DbConfig,
+    /// The workers as Kubernetes runs them, and Airflow's parallelism.
+    pub workers: WorkersConfig,
 }

@@ -1,14 +1,12 @@
-//! `explain`: one snapshot, one line per worker queue, then parallelism.
+//! `explain`: one snapshot (and, with a cluster, one read of the workers), one line per worker
+//! queue, notes, then the parallelism to set.
 
 use super::{
-    ScalerError,
+    ScalerError, cluster,
     config::{ExplainConfig, OutputFormat},
     db::MetadataDb,
     load_worker_queues,
-    model::{
-        sizing::Plan,
-        worker_queue::{WorkerQueue, WorkerQueues},
-    },
+    model::worker_queue::{WorkerQueue, WorkerQueues},
     refresher,
     snapshot::TaskState,
 };
@@ -44,10 +42,11 @@ pub async fn explain(
     } else {
         declared
     };
-    let plan = Plan::compute(&declared, &snapshot);
+    // With a cluster: one read of the workloads, their pods and HPAs.
+    let (plan, cluster_line) = cluster::explain_plan(&config.workers, &declared, &snapshot).await?;
     let text = match config.output {
         OutputFormat::Table => format!(
-            "database: {} ({})\n\n{}",
+            "database: {} ({})\n{cluster_line}\n{}",
             db.redacted_url(),
             snapshot.schema.describe(),
             plan.to_table()

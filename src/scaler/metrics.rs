@@ -7,7 +7,7 @@
 //! dashboard cannot show stale numbers as live (Prometheus marks the series stale).
 
 use std::{
-    sync::{Arc, atomic::AtomicU64},
+    sync::{Arc, Mutex, atomic::AtomicU64},
     time::Duration,
 };
 
@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     runtime::admin::AdminView,
-    scaler::model::sizing::Plan,
+    scaler::cluster::ClusterStore,
+    scaler::model::sizing::{Plan, PlanOptions},
     scaler::model::worker_queue::WorkerQueues,
     scaler::snapshot::{Published, SnapshotStore},
 };
@@ -56,6 +57,117 @@ struct KindLabels {
 struct ReloadLabels {
     what: &'static str,
     result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Per-worker-queue gauges of what Kubernetes shows (issue 10).
+#[derive(Debug, Default)]
+struct WorkerGauges {
+    scheduled: Family<QueueLabels, Gauge>,
+    ready: Family<QueueLabels, Gauge>,
+    hpa_desired: Family<QueueLabels, Gauge>,
+    hpa_current: Family<QueueLabels, Gauge>,
+    drift: Family<QueueLabels, Gauge>,
+    capped: Family<QueueLabels, Gauge>,
+    airflow_parallelism: Gauge,
+    starved: Gauge,
+    cost_patches: Family<ResultLabels, Counter>,
+    /// The cluster view and plan settings, once `serve` has them.
+    source: Mutex<Option<(ClusterStore, PlanOptions)>>,
+}
+
+impl WorkerGauges {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "scheduled_tasks",
+            "Scheduled task instances per declared worker queue (waiting for the scheduler)",
+            self.scheduled.clone(),
+        );
+        registry.register(
+            "ready_workers",
+            "Ready worker pods of the worker queue's scaleTargetRef (Kubernetes)",
+            self.ready.clone(),
+        );
+        registry.register(
+            "hpa_desired_workers",
+            "desiredReplicas of the HPA that targets the worker queue's workload",
+            self.hpa_desired.clone(),
+        );
+        registry.register(
+            "hpa_current_workers",
+            "currentReplicas of the HPA that targets the worker queue's workload",
+            self.hpa_current.clone(),
+        );
+        registry.register(
+            "hpa_drift",
+            "1 while ready workers have differed from the formula for longer than --drift-after",
+            self.drift.clone(),
+        );
+        registry.register(
+            "parallelism_capped_workers",
+            "Most workers the configured [core] parallelism lets the worker queue reach, when \
+             lower than maxWorkers (absent otherwise)",
+            self.capped.clone(),
+        );
+        registry.register(
+            "airflow_parallelism",
+            "Airflow's configured [core] parallelism (--airflow-parallelism; -1 when unknown)",
+            self.airflow_parallelism.clone(),
+        );
+        registry.register(
+            "starved",
+            "1 while tasks wait as scheduled and queued + running is at [core] parallelism",
+            self.starved.clone(),
+        );
+        registry.register(
+            "pod_deletion_cost_patches",
+            "Pod-deletion-cost annotations written, by result",
+            self.cost_patches.clone(),
+        );
+    }
+
+    fn observe(&self, plan: &Plan, with_cluster: bool) {
+        for q in &plan.worker_queues {
+            let labels = QueueLabels {
+                worker_queue: q.worker_queue.clone(),
+            };
+            self.scheduled
+                .get_or_create(&labels)
+                .set(gauge_value(q.scheduled));
+            match q.parallelism_cap {
+                Some(cap) => {
+                    self.capped.get_or_create(&labels).set(i64::from(cap));
+                }
+                None => {
+                    self.capped.remove(&labels);
+                }
+            }
+            if !with_cluster || q.target.is_none() {
+                continue;
+            }
+            let set = |f: &Family<QueueLabels, Gauge>, v: Option<u32>| match v {
+                Some(v) => {
+                    f.get_or_create(&labels).set(i64::from(v));
+                }
+                None => {
+                    f.remove(&labels);
+                }
+            };
+            set(&self.ready, q.ready_workers);
+            set(&self.hpa_desired, q.hpa_desired_workers);
+            set(&self.hpa_current, q.hpa_current_workers);
+            self.drift
+                .get_or_create(&labels)
+                .set(i64::from(q.drift.as_ref().is_some_and(|d| d.drifting)));
+        }
+        self.airflow_parallelism
+            .set(plan.airflow_parallelism.map_or(-1, gauge_value));
+        self.starved.set(i64::from(plan.starved));
+    }
 }
 
 fn rpc_latency_histogram() -> Histogram {
@@ -93,6 +205,7 @@ struct Inner {
     refresh_interval: Gauge<f64, AtomicU64>,
     tls_refused: Counter,
     tls_reloads: Family<ReloadLabels, Counter>,
+    workers: WorkerGauges,
 }
 
 impl Default for Metrics {
@@ -137,7 +250,8 @@ impl Metrics {
         );
         live.register(
             "parallelism",
-            "(sum of desired workers) x (sum of maxTasksPerWorker) over declared worker queues",
+            "The [core] parallelism to set: (sum of maxWorkers) x (sum of maxTasksPerWorker) over \
+             declared worker queues (--parallelism-mode ready: ready workers instead of maxWorkers)",
             parallelism.clone(),
         );
         registry.register(
@@ -189,8 +303,11 @@ impl Metrics {
              and result (applied; rejected: invalid, the previous one is kept; unreadable)",
             tls_reloads.clone(),
         );
+        let workers = WorkerGauges::default();
+        workers.register(&mut registry);
         Self {
             inner: Arc::new(Inner {
+                workers,
                 registry,
                 live,
                 refresh_interval,
@@ -268,6 +385,24 @@ impl Metrics {
         self.inner.tls_refused.clone()
     }
 
+    /// From now on, scrapes include what `cluster` shows and use `options` (serve).
+    pub fn watch_workers(&self, cluster: Option<ClusterStore>, options: PlanOptions) {
+        if let Ok(mut g) = self.inner.workers.source.lock() {
+            *g = Some((cluster.unwrap_or_default(), options));
+        }
+    }
+
+    /// Counts written (and failed) pod-deletion-cost patches.
+    pub fn deletion_cost_patches(&self, patched: u64, failed: u64) {
+        let c = &self.inner.workers.cost_patches;
+        c.get_or_create(&ResultLabels { result: "ok" })
+            .inc_by(patched);
+        if failed > 0 {
+            c.get_or_create(&ResultLabels { result: "error" })
+                .inc_by(failed);
+        }
+    }
+
     pub fn refresh_failed(&self, kind: &'static str) {
         self.inner
             .refresh_errors
@@ -291,7 +426,13 @@ impl Metrics {
             }
             Some(snapshot) => {
                 i.snapshot_age.set(snapshot.age().as_secs_f64());
-                let plan = Plan::compute(declared, snapshot);
+                let source = i.workers.source.lock().ok().and_then(|g| g.clone());
+                let (cluster, options) = match &source {
+                    Some((store, options)) => (store.current(), *options),
+                    None => (None, PlanOptions::default()),
+                };
+                let plan = Plan::compute_with(declared, snapshot, cluster.as_deref(), options);
+                i.workers.observe(&plan, cluster.is_some());
                 for q in &plan.worker_queues {
                     let labels = QueueLabels {
                         worker_queue: q.worker_queue.clone(),
@@ -302,7 +443,7 @@ impl Metrics {
                         .get_or_create(&labels)
                         .set(i64::from(q.desired_workers));
                 }
-                i.parallelism.set(gauge_value(plan.parallelism));
+                i.parallelism.set(gauge_value(plan.parallelism.value));
             }
         }
     }
@@ -416,12 +557,7 @@ mod tests {
         assert!(text.contains("airflow_keda_scaler_ready 0"), "{text}");
         store.publish(Snapshot::new(
             AirflowSchema::Airflow2,
-            vec![QueueCount {
-                queue: "default".into(),
-                state: TaskState::Queued,
-                executor: None,
-                count: 40,
-            }],
+            vec![QueueCount::new("default", TaskState::Queued, None, 40)],
         ));
         m.rpc("GetMetrics", tonic::Code::Ok, Duration::from_micros(120));
         m.rpc(
@@ -436,8 +572,8 @@ mod tests {
             "airflow_keda_scaler_queued_tasks{worker_queue=\"default\"} 40",
             "airflow_keda_scaler_desired_workers{worker_queue=\"default\"} 3",
             "airflow_keda_scaler_desired_workers{worker_queue=\"ml\"} 1",
-            // (3 + 1) × (16 + 16)
-            "airflow_keda_scaler_parallelism 128",
+            // Astro's current definition: (10 + 10) max workers × (16 + 16).
+            "airflow_keda_scaler_parallelism 640",
             "airflow_keda_scaler_rpcs_total{method=\"GetMetrics\",code=\"unavailable\"} 1",
             "airflow_keda_scaler_open_streams{method=\"StreamIsActive\"} 1",
             "airflow_keda_scaler_rpc_duration_seconds_count{method=\"GetMetrics\"} 2",
@@ -482,6 +618,7 @@ mod tests {
                 queue: format!("invented-{i}"),
                 state: TaskState::Queued,
                 executor: Some(format!("Executor{i}")),
+                hostname: Some(format!("host-{i}")),
                 count: 1,
             })
             .collect();
@@ -527,5 +664,79 @@ mod tests {
         // queued/running/desired for 2 worker queues, 2 rpc counters, a histogram, 1 error kind,
         // 1 reload: a few dozen series, not thousands.
         assert!(series < 60, "{series} series:\n{text}");
+    }
+
+    #[test]
+    fn workers_gauges_follow_the_cluster_view() {
+        use crate::scaler::{
+            cluster::{ClusterView, DriftCause, DriftReport, HpaObservation, WorkerObservation},
+            model::target::{ScaleTargetRef, TargetKind},
+        };
+        let m = Metrics::new();
+        let declared = WorkerQueues::parse(
+            "workerQueues:\n  - name: default\n    scaleTargetRef: {kind: Deployment, name: w}\n",
+        )
+        .unwrap();
+        let store = SnapshotStore::new();
+        store.publish(Snapshot::new(
+            AirflowSchema::Airflow3,
+            vec![
+                QueueCount::new("default", TaskState::Running, None, 32),
+                QueueCount::new("default", TaskState::Scheduled, None, 5),
+            ],
+        ));
+        let mut view = ClusterView::default();
+        view.workloads.insert(
+            ScaleTargetRef {
+                kind: TargetKind::Deployment,
+                name: "w".into(),
+            },
+            WorkerObservation {
+                found: true,
+                ready_workers: 1,
+                hpa: Some(HpaObservation {
+                    desired_replicas: 2,
+                    current_replicas: 1,
+                    ..HpaObservation::default()
+                }),
+                ..WorkerObservation::default()
+            },
+        );
+        view.drift.insert(
+            "default".into(),
+            DriftReport {
+                drifting: true,
+                off_for_secs: 90.0,
+                cause: DriftCause::ParallelismCap,
+            },
+        );
+        let cluster = ClusterStore::default();
+        cluster.publish(view);
+        m.watch_workers(
+            Some(cluster),
+            PlanOptions {
+                airflow_parallelism: Some(32),
+                ..PlanOptions::default()
+            },
+        );
+        m.deletion_cost_patches(3, 1);
+        let text = m.encode(&store, &declared, Duration::from_secs(30));
+        for needle in [
+            "airflow_keda_scaler_scheduled_tasks{worker_queue=\"default\"} 5",
+            "airflow_keda_scaler_ready_workers{worker_queue=\"default\"} 1",
+            "airflow_keda_scaler_hpa_desired_workers{worker_queue=\"default\"} 2",
+            "airflow_keda_scaler_hpa_current_workers{worker_queue=\"default\"} 1",
+            "airflow_keda_scaler_hpa_drift{worker_queue=\"default\"} 1",
+            // 32 caps 10 workers x 16 at 2.
+            "airflow_keda_scaler_parallelism_capped_workers{worker_queue=\"default\"} 2",
+            "airflow_keda_scaler_airflow_parallelism 32",
+            // 32 running at parallelism 32 with 5 scheduled.
+            "airflow_keda_scaler_starved 1",
+            "airflow_keda_scaler_pod_deletion_cost_patches_total{result=\"ok\"} 3",
+            "airflow_keda_scaler_pod_deletion_cost_patches_total{result=\"error\"} 1",
+            "airflow_keda_scaler_parallelism 160",
+        ] {
+            assert!(text.contains(needle), "missing {needle}:\n{text}");
+        }
     }
 }

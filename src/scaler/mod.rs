@@ -11,6 +11,7 @@
 //! [`Scaler::start`] wires the parts; `serve`, the demo and the end-to-end tests all run the
 //! same assembly.
 
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod explain;
@@ -71,6 +72,9 @@ pub enum ScalerError {
     /// Output could not be encoded.
     #[error("cannot write output: {0}")]
     Encode(serde_json::Error),
+    /// `--kubernetes on` without a configuration, or no client could be built.
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// Everything `start` needs (what `serve` describes, minus file loading).
@@ -249,8 +253,30 @@ impl Scaler {
 pub async fn serve(config: &ServeConfig) -> Result<Drain, ScalerError> {
     let scaler_config = ScalerConfig::load(config)?;
     let token = CancellationToken::new();
+    let declared = Arc::new(scaler_config.declared.clone());
+    let metrics = scaler_config.grpc.metrics.clone();
+    let max_staleness = scaler_config.grpc.max_staleness;
     let scaler = Scaler::start(scaler_config, token.clone()).await?;
     let tasks = scaler.tasks.clone();
+    // The workers as Kubernetes runs them (optional): a helper task, stopped by the token.
+    let workers = cluster::run::start(
+        &config.workers,
+        declared,
+        scaler.store.clone(),
+        metrics,
+        max_staleness,
+        token.clone(),
+    )
+    .await;
+    match workers {
+        Ok(Some(run)) => tasks.helper("workers", run),
+        Ok(None) => {}
+        Err(e) => {
+            token.cancel();
+            let _ = tasks.wait().await;
+            return Err(e.into());
+        }
+    }
     let times = DrainTimes {
         delay: config.drain_delay,
         grace: config.shutdown_grace,

@@ -5,16 +5,20 @@
 //! it in memory ([`Snapshot::demand`]); no RPC touches the database.
 
 use std::{
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use tokio::sync::watch;
 
-/// The two task-instance states that hold (or are about to hold) a Celery worker slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+/// The task-instance states the refresh reads: `queued` and `running` hold (or are about to
+/// hold) a Celery worker slot; `scheduled` waits for the scheduler to queue it (the starvation
+/// signal when `[core] parallelism` is reached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
+    Scheduled,
     Queued,
     Running,
 }
@@ -23,6 +27,7 @@ impl TaskState {
     /// Parses the value of `task_instance.state` as returned by the refresh query.
     pub fn from_db(s: &str) -> Option<Self> {
         match s {
+            "scheduled" => Some(Self::Scheduled),
             "queued" => Some(Self::Queued),
             "running" => Some(Self::Running),
             _ => None,
@@ -55,7 +60,8 @@ impl AirflowSchema {
     }
 }
 
-/// One row of the refresh query: `COUNT(*)` grouped by queue, state (and executor).
+/// One row of the refresh query: `COUNT(*)` grouped by queue, state (executor) and, for
+/// running rows only, the worker's hostname.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueCount {
     /// `task_instance.queue` (NULL is read as the empty string).
@@ -63,7 +69,29 @@ pub struct QueueCount {
     pub state: TaskState,
     /// `task_instance.executor`; always `None` on [`AirflowSchema::Airflow2`].
     pub executor: Option<String>,
+    /// `task_instance.hostname` of running rows (Airflow's `hostname_callable` on the worker);
+    /// `None` for other states and for an empty hostname.
+    pub hostname: Option<String>,
     pub count: u64,
+}
+
+impl QueueCount {
+    /// A row without a hostname.
+    pub fn new(queue: &str, state: TaskState, executor: Option<&str>, count: u64) -> Self {
+        Self {
+            queue: queue.to_string(),
+            state,
+            executor: executor.map(str::to_string),
+            hostname: None,
+            count,
+        }
+    }
+
+    /// The same row, run by `hostname`.
+    pub fn on_host(mut self, hostname: &str) -> Self {
+        self.hostname = Some(hostname.to_string()).filter(|h| !h.is_empty());
+        self
+    }
 }
 
 /// Which rows of a snapshot belong to one Celery worker queue.
@@ -92,14 +120,17 @@ impl Selector {
     }
 }
 
-/// Queued and running task instances of one worker queue.
+/// Queued and running (and scheduled) task instances of one worker queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Demand {
     pub queued: u64,
     pub running: u64,
+    /// Waiting for the scheduler; not demand for workers yet.
+    pub scheduled: u64,
 }
 
 impl Demand {
+    /// `queued + running`: what the formula sizes the workers for.
     pub fn total(self) -> u64 {
         self.queued.saturating_add(self.running)
     }
@@ -133,11 +164,41 @@ impl Snapshot {
             .filter(|row| selector.matches(self.schema, row))
             .fold(Demand::default(), |mut d, row| {
                 match row.state {
+                    TaskState::Scheduled => d.scheduled = d.scheduled.saturating_add(row.count),
                     TaskState::Queued => d.queued = d.queued.saturating_add(row.count),
                     TaskState::Running => d.running = d.running.saturating_add(row.count),
                 }
                 d
             })
+    }
+
+    /// Running task instances that `selector` covers, by worker hostname (rows without a
+    /// hostname are left out).
+    pub fn running_by_host(&self, selector: &Selector) -> BTreeMap<&str, u64> {
+        let mut out = BTreeMap::new();
+        for row in &self.counts {
+            if row.state != TaskState::Running || !selector.matches(self.schema, row) {
+                continue;
+            }
+            if let Some(host) = row.hostname.as_deref() {
+                let n: &mut u64 = out.entry(host).or_default();
+                *n = n.saturating_add(row.count);
+            }
+        }
+        out
+    }
+
+    /// Queued + running task instances of every queue and executor: what Airflow's
+    /// `[core] parallelism` bounds (BaseExecutor's open slots), plus the scheduled ones.
+    pub fn totals(&self) -> Demand {
+        self.counts.iter().fold(Demand::default(), |mut d, row| {
+            match row.state {
+                TaskState::Scheduled => d.scheduled = d.scheduled.saturating_add(row.count),
+                TaskState::Queued => d.queued = d.queued.saturating_add(row.count),
+                TaskState::Running => d.running = d.running.saturating_add(row.count),
+            }
+            d
+        })
     }
 
     pub fn age(&self) -> Duration {
@@ -247,12 +308,7 @@ mod tests {
     use super::*;
 
     fn row(queue: &str, state: TaskState, executor: Option<&str>, count: u64) -> QueueCount {
-        QueueCount {
-            queue: queue.into(),
-            state,
-            executor: executor.map(Into::into),
-            count,
-        }
+        QueueCount::new(queue, state, executor, count)
     }
 
     fn selector(queues: &[&str], default: bool) -> Selector {
@@ -330,6 +386,33 @@ mod tests {
         assert!(!err.contains("first refresh"), "{err}");
         assert!(err.contains("no refresh has finished since"), "{err}");
         assert!(err.contains("--database-timeout"), "{err}");
+    }
+
+    #[test]
+    fn scheduled_and_running_by_host() {
+        use TaskState::*;
+        let snap = Snapshot::new(
+            AirflowSchema::Airflow3,
+            vec![
+                row("default", Scheduled, None, 4),
+                row("default", Running, None, 2).on_host("worker-a"),
+                row("default", Running, Some("CeleryExecutor"), 1).on_host("worker-a"),
+                row("default", Running, None, 3).on_host("worker-b"),
+                row("default", Running, Some("KubernetesExecutor"), 9).on_host("k8s-pod"),
+                row("default", Running, None, 5),
+                row("ml", Running, None, 6).on_host("worker-a"),
+            ],
+        );
+        let sel = selector(&["default"], true);
+        let d = snap.demand(&sel);
+        assert_eq!((d.scheduled, d.queued, d.running), (4, 0, 11));
+        // Scheduled tasks are not worker demand.
+        assert_eq!(d.total(), 11);
+        let by_host: Vec<_> = snap.running_by_host(&sel).into_iter().collect();
+        assert_eq!(by_host, vec![("worker-a", 3), ("worker-b", 3)]);
+        let all = snap.totals();
+        assert_eq!((all.scheduled, all.queued, all.running), (4, 0, 26));
+        assert_eq!(row("q", Running, None, 1).on_host("").hostname, None);
     }
 
     #[test]

@@ -72,7 +72,26 @@ def scaled_objects(docs) -> dict[str, dict]:
     ],
 )
 def test_worker_queue_file_equals_values(value_set, expected):
-    assert worker_queue_file(render(load_values(value_set))) == {"workerQueues": expected}
+    entries = worker_queue_file(render(load_values(value_set)))["workerQueues"]
+    without_target = [{k: v for k, v in e.items() if k != "scaleTargetRef"} for e in entries]
+    assert without_target == expected
+
+
+def test_worker_queue_file_names_each_scaled_objects_target(value_set):
+    _, values = value_set
+    docs = render(values)
+    sos = scaled_objects(docs)
+    for entry in worker_queue_file(docs)["workerQueues"]:
+        target = sos[entry["name"]]["spec"]["scaleTargetRef"]
+        assert entry["scaleTargetRef"] == {"kind": target["kind"], "name": target["name"]}
+
+
+def test_targets_the_scaler_cannot_watch_stay_out_of_the_worker_queue_file():
+    values = {"workerQueues": [{"name": "default", "scaleTargetRef": {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "w"}}]}
+    docs = render(values)
+    (entry,) = worker_queue_file(docs)["workerQueues"]
+    assert "scaleTargetRef" not in entry
+    assert scaled_objects(docs)["default"]["spec"]["scaleTargetRef"]["kind"] == "Rollout"
 
 
 def test_one_scaled_object_per_worker_queue_with_matching_min_max(value_set):
@@ -143,7 +162,10 @@ def test_trigger_metadata_never_carries_credentials(value_set):
 @pytest.mark.parametrize(
     "value_set, behavior",
     [
-        ("defaults", {"scaleUp": {"tolerance": "0"}, "scaleDown": {"tolerance": "0"}}),
+        (
+            "defaults",
+            {"scaleUp": {"tolerance": "0"}, "scaleDown": {"tolerance": "0", "stabilizationWindowSeconds": 300}},
+        ),
         (
             "external-push",
             {
@@ -155,7 +177,8 @@ def test_trigger_metadata_never_carries_credentials(value_set):
                 },
             },
         ),
-        ("webhook", None),  # scaledObject.exactTolerance: false
+        # scaledObject.exactTolerance: false; the 300 s scale-down window stays.
+        ("webhook", {"scaleDown": {"stabilizationWindowSeconds": 300}}),
     ],
 )
 def test_hpa_tolerance_zero(value_set, behavior):
@@ -169,8 +192,19 @@ def test_explicit_tolerance_in_behavior_wins():
     (so,) = of_kind(docs, "ScaledObject")
     assert so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == {
         "scaleUp": {"tolerance": "0"},
-        "scaleDown": {"tolerance": "0.05"},
+        "scaleDown": {"tolerance": "0.05", "stabilizationWindowSeconds": 300},
     }
+
+
+def test_scale_down_stabilization_defaults_to_five_minutes_and_can_change():
+    for values, want in [
+        ({}, 300),
+        ({"scaledObject": {"scaleDownStabilizationSeconds": 60}}, 60),
+        ({"scaledObject": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 30}}}}, 30),
+    ]:
+        (so,) = of_kind(render(values), "ScaledObject")
+        behavior = so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        assert behavior["scaleDown"]["stabilizationWindowSeconds"] == want, values
 
 
 def test_fallback_passed_through():
@@ -225,7 +259,8 @@ def test_hardened_pods(value_set, name):
     pod = deployment["spec"]["template"]["spec"]
     c = container(deployment)
     assert deployment["spec"]["replicas"] == 2
-    assert pod["automountServiceAccountToken"] is False
+    # The scaler mounts its token only to watch the workers (scaler.kubernetes.enabled).
+    assert pod["automountServiceAccountToken"] is (name == FULLNAME)
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -299,7 +334,82 @@ def test_database_url_comes_from_a_secret(value_set, env, secret, key):
 def test_database_settings_are_environment_so_exec_sees_them(value_set, expected):
     """`kubectl exec ... airflow-keda-scaler explain` inherits the container's environment."""
     docs = render(load_values(value_set))
-    assert {k: v for k, v in env_of(docs).items() if isinstance(v, str)} == expected
+    env = {k: v for k, v in env_of(docs).items() if isinstance(v, str) and k not in WORKERS_ENV}
+    assert env == expected
+
+
+# Settings of the workers' side (tested below).
+WORKERS_ENV = {
+    "AIRFLOW_KEDA_SCALER_KUBERNETES",
+    "AIRFLOW_KEDA_SCALER_KUBERNETES_NAMESPACE",
+    "AIRFLOW_KEDA_SCALER_POD_DELETION_COST",
+    "AIRFLOW_KEDA_SCALER_POD_DELETION_COST_RATE",
+    "AIRFLOW_KEDA_SCALER_DRIFT_AFTER",
+    "AIRFLOW_KEDA_SCALER_EXACT_TOLERANCE",
+    "AIRFLOW_KEDA_SCALER_PARALLELISM_MODE",
+    "AIRFLOW_KEDA_SCALER_AIRFLOW_PARALLELISM",
+}
+
+
+def test_workers_settings_are_environment():
+    env = env_of(render())
+    assert {k: v for k, v in env.items() if k.startswith("AIRFLOW_KEDA_SCALER_") and "DATABASE" not in k} == {
+        "AIRFLOW_KEDA_SCALER_WORKER_QUEUES": f"{CONFIG_DIR}/worker-queues.yaml",
+        "AIRFLOW_KEDA_SCALER_KUBERNETES": "auto",
+        "AIRFLOW_KEDA_SCALER_KUBERNETES_NAMESPACE": NAMESPACE,
+        "AIRFLOW_KEDA_SCALER_POD_DELETION_COST": "true",
+        "AIRFLOW_KEDA_SCALER_POD_DELETION_COST_RATE": "10",
+        "AIRFLOW_KEDA_SCALER_DRIFT_AFTER": "60s",
+        "AIRFLOW_KEDA_SCALER_EXACT_TOLERANCE": "true",
+        "AIRFLOW_KEDA_SCALER_PARALLELISM_MODE": "max",
+        "AIRFLOW_KEDA_SCALER_AIRFLOW_PARALLELISM": "32",
+    }
+    off = env_of(render({"scaler": {"kubernetes": {"enabled": False}}, "airflow": {"parallelism": 0}}))
+    assert off["AIRFLOW_KEDA_SCALER_KUBERNETES"] == "off"
+    assert "AIRFLOW_KEDA_SCALER_POD_DELETION_COST" not in off
+    assert "AIRFLOW_KEDA_SCALER_AIRFLOW_PARALLELISM" not in off
+
+
+def rbac_rules(docs) -> list[dict]:
+    return one(docs, "Role", f"{FULLNAME}-workers")["rules"]
+
+
+def test_rbac_is_least_privilege_in_the_airflow_namespace():
+    docs = render(load_values("three-queues"))
+    role = one(docs, "Role", f"{FULLNAME}-workers")
+    binding = one(docs, "RoleBinding", f"{FULLNAME}-workers")
+    so_namespace = of_kind(docs, "ScaledObject")[0]["metadata"]["namespace"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == so_namespace
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    by_resource = {(tuple(r["apiGroups"]), tuple(r["resources"])): r for r in rbac_rules(docs)}
+    assert set(by_resource) == {
+        (("apps",), ("deployments",)),
+        (("apps",), ("statefulsets",)),
+        (("",), ("pods",)),
+        (("autoscaling",), ("horizontalpodautoscalers",)),
+    }
+    assert by_resource[(("apps",), ("deployments",))]["resourceNames"] == ["airflow-worker", "airflow-worker-high-cpu"]
+    assert by_resource[(("apps",), ("statefulsets",))]["resourceNames"] == ["gpu-workers"]
+    assert by_resource[(("",), ("pods",))]["verbs"] == ["get", "list", "watch", "patch"]
+    for rule in rbac_rules(docs):
+        assert set(rule["verbs"]) <= {"get", "list", "watch", "patch"}
+        if rule["resources"] != ["pods"]:
+            assert set(rule["verbs"]) == {"get", "list", "watch"}
+    assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
+
+
+def test_each_kubernetes_piece_turns_off():
+    no_cost = render({"scaler": {"kubernetes": {"podDeletionCost": {"enabled": False}}}})
+    assert all("patch" not in r["verbs"] for r in rbac_rules(no_cost))
+    # StatefulSet workers (the defaults) are never patched: no patch verb either.
+    assert all("patch" not in r["verbs"] for r in rbac_rules(render()))
+    deployment = render({"workerQueueDefaults": {"targetKind": "Deployment"}})
+    assert any("patch" in r["verbs"] for r in rbac_rules(deployment))
+    for values in ({"scaler": {"kubernetes": {"enabled": False}}}, {"scaler": {"kubernetes": {"rbac": False}}}):
+        docs = render(values)
+        assert not of_kind(docs, "Role") and not of_kind(docs, "RoleBinding")
+    off = one(render({"scaler": {"kubernetes": {"enabled": False}}}), "Deployment", FULLNAME)
+    assert off["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
 def test_password_file_is_mounted():
@@ -550,3 +660,18 @@ def test_notes_warn_when_airflow_shares_the_webhooks_namespace(values, warned):
 )
 def test_notes_warn_when_the_airflow_secret_is_in_another_namespace(values, warned):
     assert ("Copy the database URL" in notes(values)) == warned
+
+
+def test_notes_print_the_parallelism_to_set_and_warn_about_a_cap():
+    text = notes(load_values("three-queues"))
+    # (10 + 20 + 3) max workers × (16 + 4 + 1) tasks per worker.
+    assert "set AIRFLOW__CORE__PARALLELISM=693" in text
+    # Airflow's default 32 caps `default` (10 × 16) at 2 workers and `high-cpu` (20 × 4) at 8.
+    assert "caps worker queue default at 2 of its 10 workers" in text
+    assert "caps worker queue high-cpu at 8 of its 20 workers" in text
+    assert "gpu at" not in text
+    assert "caps worker queue" not in notes({"airflow": {"parallelism": 160}})
+    assert "caps worker queue" not in notes({"airflow": {"parallelism": 0}})
+    # StatefulSet workers (the defaults) cannot be spared.
+    assert "highest ordinal" in notes()
+    assert "highest ordinal" not in notes({"workerQueueDefaults": {"targetKind": "Deployment"}})

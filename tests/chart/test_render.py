@@ -49,6 +49,8 @@ def test_only_known_kinds(value_set):
         ("v1", "Secret"),
         ("v1", "Service"),
         ("v1", "ServiceAccount"),
+        ("rbac.authorization.k8s.io/v1", "Role"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding"),
         ("apps/v1", "Deployment"),
         ("policy/v1", "PodDisruptionBudget"),
         ("networking.k8s.io/v1", "NetworkPolicy"),

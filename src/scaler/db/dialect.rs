@@ -5,7 +5,8 @@
 //!
 //! Column order is part of the contract with the row mapping:
 //! - schema detection returns one text column: the column names of `task_instance`;
-//! - the refresh query returns `queue, state, count` or `queue, state, executor, count`.
+//! - the refresh query returns `queue, state, host, count` or
+//!   `queue, state, executor, host, count` (`host` is `''` except on running rows).
 
 use std::fmt;
 
@@ -27,47 +28,68 @@ pub struct DialectSql {
     /// Lists the column names of the `task_instance` table the refresh query will see (no row
     /// at all when there is no such table).
     pub detect_columns: &'static str,
-    /// `queue, state, COUNT(*)` of queued and running task instances (Airflow < 2.10).
+    /// `queue, state, host, COUNT(*)` of scheduled, queued and running task instances
+    /// (Airflow < 2.10). `host` is `task_instance.hostname` for running rows and `''` otherwise.
     pub counts: &'static str,
-    /// `queue, state, executor, COUNT(*)` of queued and running task instances (Airflow 2.10+).
+    /// `queue, state, executor, host, COUNT(*)` of the same rows (Airflow 2.10+).
     pub counts_with_executor: &'static str,
 }
+
+// One statement per refresh, whatever it reads: queued + running drive the formula, scheduled
+// is the starvation signal, and running rows are split by the worker (`hostname`) that runs
+// them, for the pod-deletion cost. `hostname` only splits running rows: scheduled and queued
+// rows of a queue stay one group each. `WHERE state IN (...)` is on the bare column so that the
+// `ti_state` index is used.
 
 // PostgreSQL: `to_regclass` resolves the name through `search_path` exactly as the refresh
 // query will, so `--database-schema` is honoured without naming the schema here.
 const POSTGRES: DialectSql = DialectSql {
     detect_columns: "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
          WHERE a.attrelid = to_regclass('task_instance') AND a.attnum > 0 AND NOT a.attisdropped",
-    counts: "SELECT COALESCE(queue, '') AS queue, state, COUNT(*) AS n \
-         FROM task_instance WHERE state IN ('queued', 'running') GROUP BY 1, 2",
-    counts_with_executor: "SELECT COALESCE(queue, '') AS queue, state, executor, COUNT(*) AS n \
-         FROM task_instance WHERE state IN ('queued', 'running') GROUP BY 1, 2, 3",
+    counts: "SELECT COALESCE(queue, '') AS queue, state, \
+         CASE WHEN state = 'running' THEN COALESCE(hostname, '') ELSE '' END AS host, \
+         COUNT(*) AS n FROM task_instance \
+         WHERE state IN ('scheduled', 'queued', 'running') GROUP BY 1, 2, 3",
+    counts_with_executor: "SELECT COALESCE(queue, '') AS queue, state, executor, \
+         CASE WHEN state = 'running' THEN COALESCE(hostname, '') ELSE '' END AS host, \
+         COUNT(*) AS n FROM task_instance \
+         WHERE state IN ('scheduled', 'queued', 'running') GROUP BY 1, 2, 3, 4",
 };
 
-// MySQL: Airflow's text columns take the database's default collation, usually
+// MySQL and MariaDB: Airflow's text columns take the database's default collation, usually
 // case- and accent-insensitive (`utf8mb4_0900_ai_ci`, `utf8mb4_unicode_ci`), under which
-// `GROUP BY queue` would merge `ml` with `ML` or `café` with `cafe`. Grouping on a binary
-// collation keeps every distinct queue name, exactly as Celery routes them. The `WHERE` clause
-// still filters on the bare `state` column, so the `ti_state` index is used.
-// `information_schema` names can come back as binary strings on MySQL 8: cast them.
+// `GROUP BY queue` would merge `ml` with `ML` or `café` with `cafe`. Even `utf8mb4_bin` is a
+// PAD SPACE collation that merges `gpu` with `gpu ` (Celery routes them as two queues). So the
+// inner query groups on the raw UTF-8 bytes (`CAST(CONVERT(.. USING utf8mb4) AS BINARY)`: a
+// VARBINARY compares every byte, on MySQL 8 and MariaDB alike) and the outer one turns the bytes
+// back into text. `information_schema` names can come back as binary strings on MySQL 8: cast
+// them.
 const MYSQL: DialectSql = DialectSql {
     detect_columns: "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
          WHERE table_schema = DATABASE() AND table_name = 'task_instance'",
-    counts: "SELECT CONVERT(COALESCE(queue, '') USING utf8mb4) COLLATE utf8mb4_bin AS q, \
-         CONVERT(state USING utf8mb4) COLLATE utf8mb4_bin AS s, COUNT(*) AS n \
-         FROM task_instance WHERE state IN ('queued', 'running') GROUP BY q, s",
-    counts_with_executor: "SELECT CONVERT(COALESCE(queue, '') USING utf8mb4) COLLATE utf8mb4_bin AS q, \
-         CONVERT(state USING utf8mb4) COLLATE utf8mb4_bin AS s, \
-         CONVERT(executor USING utf8mb4) COLLATE utf8mb4_bin AS e, COUNT(*) AS n \
-         FROM task_instance WHERE state IN ('queued', 'running') GROUP BY q, s, e",
+    counts: "SELECT CONVERT(q USING utf8mb4) AS q, CONVERT(s USING utf8mb4) AS s, \
+         CONVERT(h USING utf8mb4) AS h, n FROM (\
+         SELECT CAST(CONVERT(COALESCE(queue, '') USING utf8mb4) AS BINARY) AS q, \
+         CAST(CONVERT(state USING utf8mb4) AS BINARY) AS s, \
+         CAST(CASE WHEN state = 'running' THEN CONVERT(COALESCE(hostname, '') USING utf8mb4) \
+         ELSE '' END AS BINARY) AS h, COUNT(*) AS n \
+         FROM task_instance WHERE state IN ('scheduled', 'queued', 'running') \
+         GROUP BY q, s, h) AS grouped",
+    counts_with_executor: "SELECT CONVERT(q USING utf8mb4) AS q, CONVERT(s USING utf8mb4) AS s, \
+         CONVERT(e USING utf8mb4) AS e, CONVERT(h USING utf8mb4) AS h, n FROM (\
+         SELECT CAST(CONVERT(COALESCE(queue, '') USING utf8mb4) AS BINARY) AS q, \
+         CAST(CONVERT(state USING utf8mb4) AS BINARY) AS s, \
+         CAST(CONVERT(executor USING utf8mb4) AS BINARY) AS e, \
+         CAST(CASE WHEN state = 'running' THEN CONVERT(COALESCE(hostname, '') USING utf8mb4) \
+         ELSE '' END AS BINARY) AS h, COUNT(*) AS n \
+         FROM task_instance WHERE state IN ('scheduled', 'queued', 'running') \
+         GROUP BY q, s, e, h) AS grouped",
 };
 
 const SQLITE: DialectSql = DialectSql {
     detect_columns: "SELECT name FROM pragma_table_info('task_instance')",
-    counts: "SELECT COALESCE(queue, '') AS queue, state, COUNT(*) AS n \
-         FROM task_instance WHERE state IN ('queued', 'running') GROUP BY 1, 2",
-    counts_with_executor: "SELECT COALESCE(queue, '') AS queue, state, executor, COUNT(*) AS n \
-         FROM task_instance WHERE state IN ('queued', 'running') GROUP BY 1, 2, 3",
+    counts: POSTGRES.counts,
+    counts_with_executor: POSTGRES.counts_with_executor,
 };
 
 impl Dialect {
@@ -115,10 +137,13 @@ mod tests {
             for with_executor in [false, true] {
                 let sql = d.counts_sql(with_executor);
                 assert!(
-                    sql.contains("WHERE state IN ('queued', 'running')"),
+                    sql.contains("WHERE state IN ('scheduled', 'queued', 'running')"),
                     "{d}: {sql}"
                 );
                 assert!(sql.contains("COALESCE(queue, '')"), "{d}: {sql}");
+                assert!(sql.contains("COALESCE(hostname, '')"), "{d}: {sql}");
+                // One statement: no `;` separating several.
+                assert!(!sql.contains(';'), "{d}: {sql}");
                 assert_eq!(sql.contains("executor"), with_executor, "{d}: {sql}");
             }
         }

@@ -228,8 +228,9 @@ impl MetadataDb {
         })
     }
 
-    /// Runs the one refresh query: queued and running task instances grouped by queue, state
-    /// and (when `schema` has the column) executor. A NULL queue is read as `""`.
+    /// Runs the one refresh query: scheduled, queued and running task instances grouped by
+    /// queue, state, (when `schema` has the column) executor and, for running rows, the
+    /// worker's hostname. A NULL queue is read as `""`.
     pub async fn read_counts(&self, schema: AirflowSchema) -> Result<Vec<QueueCount>, DbError> {
         let with_executor = schema.has_executor_column();
         let sql = self.inner.dialect.counts_sql(with_executor);
@@ -389,12 +390,12 @@ where
     for row in rows {
         let queue: String = row.try_get(0)?;
         let state: String = row.try_get(1)?;
-        let (executor, count): (Option<String>, i64) = if with_executor {
-            (row.try_get(2)?, row.try_get(3)?)
+        let (executor, host, count): (Option<String>, Option<String>, i64) = if with_executor {
+            (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?)
         } else {
-            (None, row.try_get(2)?)
+            (None, row.try_get(2)?, row.try_get(3)?)
         };
-        // The query only selects these two states; anything else would be a server quirk.
+        // The query only selects these states; anything else would be a server quirk.
         let Some(state) = TaskState::from_db(&state) else {
             continue;
         };
@@ -402,6 +403,7 @@ where
             queue,
             state,
             executor,
+            hostname: host.filter(|h| !h.is_empty() && state == TaskState::Running),
             count: u64::try_from(count).unwrap_or(0),
         });
     }

@@ -282,6 +282,7 @@ mod tests {
             Demand {
                 queued: 3,
                 running: 6,
+                ..Demand::default()
             },
         );
         assert_eq!(value.metric_values.len(), 1);

@@ -152,9 +152,27 @@ ScaledObjects are both rendered from this one list.
   {{- $ref := $wq.scaleTargetRef | default dict -}}
   {{- $defaultName := ternary (printf "%s-worker" $.Values.airflow.fullname) (printf "%s-worker-%s" $.Values.airflow.fullname $wq.name) (eq $wq.name "default") -}}
   {{- $target := dict "apiVersion" (default "apps/v1" $ref.apiVersion) "kind" (default $d.targetKind $ref.kind) "name" (default $defaultName $ref.name) -}}
+  {{- /* The scaler watches apps/v1 Deployments and StatefulSets; other targets are scaled but not watched. */ -}}
+  {{- if and (eq $target.apiVersion "apps/v1") (has $target.kind (list "Deployment" "StatefulSet")) -}}
+  {{- $_ := set $entry "scaleTargetRef" (dict "kind" $target.kind "name" $target.name) -}}
+  {{- end -}}
   {{- $items = append $items (dict "entry" $entry "target" $target) -}}
 {{- end -}}
 {{- toYaml (dict "items" $items) -}}
+{{- end -}}
+
+{{/*
+The [core] parallelism to set for the configured worker queues, Astro's current definition:
+(sum of maxWorkers) x (sum of maxTasksPerWorker). Returns YAML {workers, tasks, value}.
+*/}}
+{{- define "aks.parallelism" -}}
+{{- $workers := 0 -}}
+{{- $tasks := 0 -}}
+{{- range (include "aks.workerQueues" . | fromYaml).items -}}
+{{- $workers = add $workers .entry.maxWorkers -}}
+{{- $tasks = add $tasks .entry.maxTasksPerWorker -}}
+{{- end -}}
+{{- toYaml (dict "workers" $workers "tasks" $tasks "value" (mul $workers $tasks)) -}}
 {{- end -}}
 
 {{/* ---------------------------------------------------------------- certificates */}}

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::{
-    FieldError, MAX_COUNT, MAX_EXECUTOR_NAME_LEN, MAX_QUEUE_NAME_LEN, WorkerQueue, check_names,
-    check_worker_queue_name, parse_bool, parse_count, parse_name_list, to_u32,
+    FieldError, MAX_COUNT, MAX_EXECUTOR_NAME_LEN, MAX_QUEUE_NAME_LEN, ScaleTargetRef, WorkerQueue,
+    check_names, check_worker_queue_name, parse_bool, parse_count, parse_name_list, to_u32,
 };
 
 /// A value of the worker-queue file, untyped, so that every error names its key (serde's own
@@ -45,6 +45,35 @@ struct RawWorkerQueue {
     executor_names: Option<Node>,
     #[serde(default)]
     default_executor: Option<Node>,
+    #[serde(default)]
+    scale_target_ref: Option<RawTargetRef>,
+}
+
+/// `scaleTargetRef` as written.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawTargetRef {
+    #[serde(default)]
+    kind: Option<Node>,
+    #[serde(default)]
+    name: Option<Node>,
+    #[serde(default)]
+    api_version: Option<Node>,
+}
+
+impl RawTargetRef {
+    fn parse(&self) -> Result<ScaleTargetRef, FieldError> {
+        let text = |key: &str, v: &Option<Node>| {
+            v.as_ref()
+                .map(|v| yaml_scalar(&format!("scaleTargetRef.{key}"), v, "a string"))
+                .transpose()
+        };
+        ScaleTargetRef::from_parts(
+            text("kind", &self.kind)?,
+            text("name", &self.name)?,
+            text("apiVersion", &self.api_version)?,
+        )
+    }
 }
 
 /// A scalar as text (numbers, booleans and strings alike); `None` for lists, maps and null.
@@ -126,6 +155,11 @@ impl TryFrom<RawWorkerQueue> for WorkerQueue {
                 )?,
                 None => d.default_executor,
             },
+            scale_target_ref: raw
+                .scale_target_ref
+                .as_ref()
+                .map(RawTargetRef::parse)
+                .transpose()?,
             name: Some(name),
         };
         wq.check()?;

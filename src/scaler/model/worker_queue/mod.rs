@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+pub use super::target::{ScaleTargetRef, TargetKind};
 use crate::scaler::snapshot::Selector;
 
 /// `[celery] worker_concurrency` default, Astro's "max tasks per worker" default.
@@ -43,6 +44,10 @@ pub struct WorkerQueue {
     pub activation_tasks: u64,
     pub executor_names: Vec<String>,
     pub default_executor: bool,
+    /// The workload of this worker queue's Celery workers (the ScaledObject's
+    /// `scaleTargetRef`), watched when the scaler talks to Kubernetes. File only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_target_ref: Option<ScaleTargetRef>,
 }
 
 impl Default for WorkerQueue {
@@ -59,6 +64,7 @@ impl Default for WorkerQueue {
                 .map(|s| s.to_string())
                 .collect(),
             default_executor: true,
+            scale_target_ref: None,
         }
     }
 }
@@ -266,6 +272,7 @@ workerQueues:
     minWorkers: 0
     maxWorkers: 3
     defaultExecutor: false
+    scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: airflow-worker-ml-gpu}
 ";
 
     #[test]
@@ -284,6 +291,14 @@ workerQueues:
         );
         assert!(!ml.default_executor);
         assert_eq!(ml.metric_name(), "airflow-tasks-ml-gpu");
+        assert_eq!(
+            ml.scale_target_ref,
+            Some(ScaleTargetRef {
+                kind: TargetKind::Deployment,
+                name: "airflow-worker-ml-gpu".into()
+            })
+        );
+        assert_eq!(d.scale_target_ref, None);
     }
 
     #[test]
@@ -316,6 +331,22 @@ workerQueues:
             (
                 "workerQueues:\n  - name: a\n    maxWorkers: -1\n",
                 &["line 2", "maxWorkers"],
+            ),
+            (
+                "workerQueues:\n  - name: a\n    scaleTargetRef: {kind: Job, name: w}\n",
+                &["line 2", "scaleTargetRef.kind", "Deployment or StatefulSet"],
+            ),
+            (
+                "workerQueues:\n  - name: a\n    scaleTargetRef: {kind: Deployment}\n",
+                &["line 2", "scaleTargetRef.name", "missing"],
+            ),
+            (
+                "workerQueues:\n  - name: a\n    scaleTargetRef: {kind: Deployment, name: Bad_Name}\n",
+                &["line 2", "scaleTargetRef.name"],
+            ),
+            (
+                "workerQueues:\n  - name: a\n    scaleTargetRef: {kind: Deployment, name: w, apiVersion: v1}\n",
+                &["line 2", "scaleTargetRef.apiVersion"],
             ),
             ("workerQueues: [\n", &["line"]),
             ("queues: []\n", &["workerQueues"]),
