@@ -435,6 +435,7 @@ async fn reload_cert(state: &AppState, watched: &mut Watched) {
 
 fn mutate_router(state: Arc<AppState>, config: &WebhookConfig) -> Router {
     let max_body = config.max_body_bytes;
+    let counted = Arc::clone(&state);
     // Outermost first: the timeout covers the wait for a slot; the Content-Length check
     // answers before waiting; the slot is held while the body is read and the review decoded.
     Router::new()
@@ -444,23 +445,27 @@ fn mutate_router(state: Arc<AppState>, config: &WebhookConfig) -> Router {
             config.max_in_flight.max(1),
         ))
         .layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
-                match declared_length(&request) {
-                    Some(len) if len > max_body => {
-                        tracing::warn!(
-                            content_length = len,
-                            limit = max_body,
-                            "admission review rejected: body over --max-body-bytes"
-                        );
-                        (
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            format!(
-                                "request body of {len} bytes is over the limit of {max_body}\n"
-                            ),
-                        )
-                            .into_response()
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let state = Arc::clone(&counted);
+                async move {
+                    match declared_length(&request) {
+                        Some(len) if len > max_body => {
+                            state.metrics.review(Outcome::Invalid, 0.0);
+                            tracing::warn!(
+                                content_length = len,
+                                limit = max_body,
+                                "admission review rejected: body over --max-body-bytes"
+                            );
+                            (
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                format!(
+                                    "request body of {len} bytes is over the limit of {max_body}\n"
+                                ),
+                            )
+                                .into_response()
+                        }
+                        _ => next.run(request).await,
                     }
-                    _ => next.run(request).await,
                 }
             },
         ))
