@@ -138,7 +138,10 @@ mod tests {
     fn every_argument_has_the_variable_the_naming_rule_gives() {
         let cli = Cli::command();
         let variable = |infix: &str, name: &str| {
-            format!("{ENV_PREFIX}{infix}{}", name.to_uppercase().replace('-', "_"))
+            format!(
+                "{ENV_PREFIX}{infix}{}",
+                name.to_uppercase().replace('-', "_")
+            )
         };
         let mut wrong = Vec::new();
         let mut checked = 0;

@@ -52,7 +52,10 @@ pub enum ScalerError {
     #[error(transparent)]
     Grpc(#[from] GrpcError),
     /// The admin port could not be bound.
-    #[error("cannot listen on {addr}: {source}{}", crate::runtime::listen_hint(source))]
+    #[error(
+        "cannot listen on {addr}: {source}{}",
+        crate::runtime::listen_hint(source)
+    )]
     AdminBind {
         /// The address.
         addr: SocketAddr,

@@ -54,7 +54,10 @@ use super::{
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// A port could not be bound.
-    #[error("cannot listen on {addr}: {source}{}", crate::runtime::listen_hint(source))]
+    #[error(
+        "cannot listen on {addr}: {source}{}",
+        crate::runtime::listen_hint(source)
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,

@@ -294,7 +294,8 @@ impl MetadataDb {
 
     fn connect_error(&self, e: &sqlx::Error) -> DbError {
         let mut error = DbError::connect(&self.inner.redacted, e, &self.inner.secrets);
-        if let (DbError::Connect { reason, .. }, Some(hint)) = (&mut error, &self.inner.connect_hint)
+        if let (DbError::Connect { reason, .. }, Some(hint)) =
+            (&mut error, &self.inner.connect_hint)
         {
             reason.push_str(hint);
         }

@@ -39,7 +39,10 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
     /// A port could not be bound.
-    #[error("cannot listen on {addr}: {source}{}", crate::runtime::listen_hint(source))]
+    #[error(
+        "cannot listen on {addr}: {source}{}",
+        crate::runtime::listen_hint(source)
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,
