@@ -455,7 +455,7 @@ async fn run_on(args: &DemoConfig, path: &std::path::Path) -> Result<(), DemoErr
         match render(&mut client, &mut workload, &declared).await {
             Ok(table) => {
                 if tty {
-                    print!("\x1b[H\x1b[2J{banner}\n");
+                    println!("\x1b[H\x1b[2J{banner}");
                 }
                 println!(
                     "tick {}  {}",
