@@ -595,7 +595,7 @@ async fn refresher_survives_connection_loss() {
     let task = tokio::spawn(refresher::run_observed(
         mdb,
         store.clone(),
-        Duration::from_millis(50),
+        refresher::Pace::new(Duration::from_millis(50), 1.0),
         shutdown.clone(),
         move |s| {
             let _ = stats_tx.send(s.clone());
@@ -622,8 +622,20 @@ async fn refresher_survives_connection_loss() {
         reason.starts_with("cannot connect to postgres://"),
         "{reason}"
     );
-    // Still failing a few ticks later, with no new snapshot.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Still failing three refreshes later (counted, not guessed from time), with no new
+    // snapshot.
+    let mut kinds = Vec::new();
+    while let Ok(s) = stats_rx.try_recv() {
+        kinds.push(s.error_kind);
+    }
+    for _ in 0..3 {
+        let stats = tokio::time::timeout(Duration::from_secs(10), stats_rx.recv())
+            .await
+            .expect("a refresh within 10 s")
+            .unwrap();
+        assert!(stats.error_kind.is_some(), "a refresh succeeded while cut");
+        kinds.push(stats.error_kind);
+    }
     let later = store.current();
     assert!(later.last_error.is_some());
     assert_eq!(
@@ -658,7 +670,6 @@ async fn refresher_survives_connection_loss() {
         .await
         .expect("the refresher stops on shutdown")
         .unwrap();
-    let mut kinds = Vec::new();
     while let Ok(s) = stats_rx.try_recv() {
         kinds.push(s.error_kind);
     }
@@ -684,7 +695,7 @@ async fn refresher_follows_a_schema_change() {
     let task = tokio::spawn(refresher::run(
         mdb,
         store.clone(),
-        Duration::from_millis(20),
+        refresher::Pace::new(Duration::from_millis(20), 1.0),
         shutdown.clone(),
     ));
     wait_for(&mut rx, "the 2.9 snapshot", |p| {

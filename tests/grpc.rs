@@ -205,7 +205,6 @@ async fn stream_is_active_pushes_transitions() {
         "idle at first"
     );
 
-    let started = std::time::Instant::now();
     let row = FixtureRow::new("dag", "t", "run", Some("queued"), "default");
     airflow::execute(
         db.url(),
@@ -217,27 +216,48 @@ async fn stream_is_active_pushes_transitions() {
     )
     .await
     .unwrap();
-    let pushed = tokio::time::timeout(Duration::from_secs(5), stream.message())
+    // A deadline on the event, generous for a busy machine (push latency is measured in the
+    // benchmarks, P4, not here).
+    let pushed = tokio::time::timeout(Duration::from_secs(10), stream.message())
         .await
-        .expect("pushed within 5 s")
+        .expect("pushed within 10 s")
         .unwrap()
         .unwrap();
     assert!(pushed.result);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
 
-    // No repeat while nothing changes.
-    let again = tokio::time::timeout(Duration::from_millis(400), stream.message()).await;
-    assert!(again.is_err(), "no push without a transition: {again:?}");
+    // No repeat while nothing changes: many refreshes later, the next message the stream
+    // carries is the next transition (`false`, once the task is done), not another `true`.
+    let mut published = r.scaler.store.subscribe();
+    let generation = published.borrow_and_update().generation;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while published.borrow_and_update().generation < generation + 5 {
+            published.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("5 more refreshes within 10 s");
+    airflow::execute(
+        db.url(),
+        &["UPDATE task_instance SET state = 'success'".to_string()],
+    )
+    .await
+    .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("pushed within 10 s")
+        .unwrap()
+        .unwrap();
+    assert!(
+        !next.result,
+        "a repeated `true` came before the transition to `false`"
+    );
     r.scaler.stop().await.unwrap();
 }
 
-/// The connection is cut: the last snapshot is served until the staleness bound, then every
-/// RPC answers UNAVAILABLE (never 0 / false) and readiness is NOT_SERVING; after the database
-/// returns, the scaler recovers by itself.
+/// The connection is cut: the last snapshot is served until the staleness bound, then
+/// `GetMetrics` and `IsActive` answer UNAVAILABLE (never 0 / false), readiness is NOT_SERVING,
+/// the spec RPCs still answer and streams stay open, silent; after the database returns, the
+/// scaler recovers by itself and the streams send the current state.
 #[tokio::test]
 async fn database_loss_then_recovery() {
     let db = TestDb::postgres().await;
@@ -263,11 +283,22 @@ async fn database_loss_then_recovery() {
         .unwrap()
         .into_inner();
     assert!(stream.message().await.unwrap().unwrap().result);
-    while cut_at.elapsed() < staleness + Duration::from_secs(1) {
+    // Until the first UNAVAILABLE (deadline 20 s). A served answer must have been asked for
+    // within the staleness bound (plus one refresh): the server cannot answer from a snapshot
+    // older than the bound, and a slow machine only makes `asked` earlier, never later.
+    while unavailable == 0 {
+        assert!(
+            cut_at.elapsed() < Duration::from_secs(20),
+            "still served 20 s after the cut"
+        );
+        let asked = cut_at.elapsed();
         match metric(&mut r.client, "default").await {
             Ok(v) => {
                 assert_eq!(v, 6, "the last snapshot, never 0");
-                assert!(cut_at.elapsed() < staleness + Duration::from_millis(500));
+                assert!(
+                    asked < staleness + Duration::from_millis(100),
+                    "served {asked:?} after the cut"
+                );
                 served += 1;
             }
             Err(status) => {
@@ -291,17 +322,58 @@ async fn database_loss_then_recovery() {
         .is_active(object(&[("workerQueue", "default")]))
         .await;
     assert_eq!(is_active.unwrap_err().code(), Code::Unavailable);
-    // The stream ends with UNAVAILABLE instead of pushing `false`.
-    let ended = stream.message().await;
-    assert_eq!(ended.unwrap_err().code(), Code::Unavailable);
+    // The spec depends only on metadata: it answers while stale, so KEDA's fallback can engage.
+    let spec = r
+        .client
+        .get_metric_spec(object(&[("workerQueue", "default")]))
+        .await
+        .expect("GetMetricSpec answers while the data is stale")
+        .into_inner();
+    assert_eq!(spec.metric_specs.len(), 1);
+    let mut spec_stream = r
+        .client
+        .stream_metric_spec(object(&[("workerQueue", "default")]))
+        .await
+        .expect("StreamMetricSpec opens while stale")
+        .into_inner();
+    assert_eq!(
+        spec_stream
+            .message()
+            .await
+            .unwrap()
+            .unwrap()
+            .metric_specs
+            .len(),
+        1
+    );
+    // The stream stays open and sends nothing while stale (never `false`, never an error that
+    // would start KEDA's reconnect back-off); a new stream opens while stale too.
+    let quiet = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
+    assert!(quiet.is_err(), "nothing sent while stale: {quiet:?}");
+    let mut opened_while_stale = r
+        .client
+        .stream_is_active(object(&[("workerQueue", "default")]))
+        .await
+        .expect("StreamIsActive opens while stale")
+        .into_inner();
 
     relay.restore();
+    // As soon as a fresh snapshot arrives, both streams send the current state.
+    for s in [&mut stream, &mut opened_while_stale] {
+        let pushed = tokio::time::timeout(Duration::from_secs(5), s.message())
+            .await
+            .expect("a push after recovery")
+            .unwrap()
+            .unwrap();
+        assert!(pushed.result);
+    }
     wait_ready(&mut r.health).await;
     assert_eq!(metric(&mut r.client, "default").await.unwrap(), 6);
     r.scaler.stop().await.unwrap();
 }
 
-/// Without a reachable database the server still starts, answers UNAVAILABLE and is not ready.
+/// Without a reachable database the server still starts, answers UNAVAILABLE and is not ready;
+/// once a refresh has failed, the answer carries its reason, without the password.
 #[tokio::test]
 async fn unreachable_database_at_start_is_unavailable_not_zero() {
     let mut r = start(
@@ -310,9 +382,26 @@ async fn unreachable_database_at_start_is_unavailable_not_zero() {
         Duration::from_secs(30),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait for the event (the first failed refresh recorded), not for a guessed time: before
+    // it, the answer is a placeholder that cannot contain the password anyway.
+    let mut published = r.scaler.store.subscribe();
+    let reason = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(reason) = published.borrow_and_update().last_error.clone() {
+                break reason;
+            }
+            published.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("a failed refresh within 20 s");
     let err = metric(&mut r.client, "default").await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
+    assert!(
+        err.message().contains(&*reason),
+        "{} / {reason}",
+        err.message()
+    );
     assert!(!err.message().contains("s3cr3t"), "{}", err.message());
     assert_eq!(
         health_of(&mut r.health, "readiness").await,
@@ -321,13 +410,38 @@ async fn unreachable_database_at_start_is_unavailable_not_zero() {
     r.scaler.stop().await.unwrap();
 }
 
-/// gRPC reflection lists the scaler and health services.
+/// Lists the services over gRPC reflection of version `$v` (`v1` or `v1alpha`).
+macro_rules! reflection_services {
+    ($v:ident, $addr:expr) => {{
+        use tonic_reflection::pb::$v::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let mut client = ServerReflectionClient::new(channel($addr).await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect(concat!("reflection ", stringify!($v), " is served"))
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("unexpected reflection answer");
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
+    }};
+}
+
+/// gRPC reflection, both v1 and v1alpha (grpcurl < 1.9 speaks only v1alpha), lists the scaler
+/// and health services.
 #[tokio::test]
-async fn reflection_lists_services() {
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
+async fn reflection_v1_and_v1alpha_list_services() {
     let db = TestDb::sqlite().await;
     create(&db, AirflowVersion::V3, &[]).await;
     let r = start(
@@ -336,28 +450,13 @@ async fn reflection_lists_services() {
         Duration::from_secs(30),
     )
     .await;
-    let mut client = ServerReflectionClient::new(channel(r.scaler.grpc_addr).await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection answer");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"externalscaler.ExternalScaler".to_string()),
-        "{names:?}"
-    );
-    assert!(
-        names.contains(&"grpc.health.v1.Health".to_string()),
-        "{names:?}"
-    );
+    for names in [
+        reflection_services!(v1, r.scaler.grpc_addr),
+        reflection_services!(v1alpha, r.scaler.grpc_addr),
+    ] {
+        for service in ["externalscaler.ExternalScaler", "grpc.health.v1.Health"] {
+            assert!(names.iter().any(|n| n == service), "{names:?}");
+        }
+    }
     r.scaler.stop().await.unwrap();
 }

@@ -65,18 +65,22 @@ fn write(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-async fn start_tls(db: &TestDb, files: TlsFiles) -> Scaler {
+/// The scaler over TLS, and its metrics (the TLS reloader reports into them).
+async fn start_tls(db: &TestDb, files: TlsFiles) -> (Scaler, Metrics) {
+    let metrics = Metrics::new();
     let config = ScalerConfig {
         grpc: GrpcOptions {
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
             probe_addr: Some("127.0.0.1:0".parse().unwrap()),
             max_staleness: Duration::from_secs(30),
             tls: Some(files),
-            metrics: Metrics::new(),
+            metrics: metrics.clone(),
+            limits: Default::default(),
         },
         admin_addr: None,
         declared: WorkerQueues::parse(WORKER_QUEUES).unwrap(),
         refresh_interval: Duration::from_millis(100),
+        refresh_max_duty_cycle: 1.0,
         db: db_config(db.url()),
     };
     let scaler = Scaler::start(config, CancellationToken::new())
@@ -86,7 +90,20 @@ async fn start_tls(db: &TestDb, files: TlsFiles) -> Scaler {
     while rx.borrow_and_update().latest.is_none() {
         rx.changed().await.unwrap();
     }
-    scaler
+    (scaler, metrics)
+}
+
+/// Waits (deadline 10 s) until the TLS reloader has reported `result` for `what` `n` times:
+/// the event a rotation test must see before it judges what is served.
+async fn reloaded(metrics: &Metrics, what: &'static str, result: &'static str, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metrics.tls_reloads(what, result) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reloader never reported {what} {result}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn client(
@@ -145,7 +162,7 @@ async fn mutual_tls_requires_a_valid_client_certificate() {
     write(&paths[1], &key);
     write(&paths[2], &client_ca.pem());
     let db = seeded_db().await;
-    let scaler = start_tls(
+    let (scaler, metrics) = start_tls(
         &db,
         TlsFiles {
             cert: paths[0].clone(),
@@ -177,20 +194,33 @@ async fn mutual_tls_requires_a_valid_client_certificate() {
         Err(e) => Err(e.to_string()),
     };
     assert!(foreign.is_err(), "foreign client certificate was accepted");
-
-    // Rotate the client CA to `other-ca`: that client is accepted from the next handshake on.
-    write(&paths[2], &other_ca.pem());
-    let mut accepted = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Ok(mut c) = client(addr, &server_ca.pem(), Some((&o_cert, &o_key))).await
-            && ask(&mut c).await.is_ok()
-        {
-            accepted = true;
-            break;
-        }
+    // Both refusals are counted.
+    let declared = WorkerQueues::parse(WORKER_QUEUES).unwrap();
+    let refused = || {
+        let text = metrics.encode(&scaler.store, &declared, Duration::from_secs(30));
+        text.lines()
+            .find_map(|l| l.strip_prefix("airflow_keda_scaler_tls_handshakes_refused_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let started = std::time::Instant::now();
+    while refused() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused: {}",
+            refused()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(accepted, "rotated client CA was not picked up");
+
+    // Rotate the client CA to `other-ca`: once the reloader has applied it, that client is
+    // accepted at its first handshake.
+    write(&paths[2], &other_ca.pem());
+    reloaded(&metrics, "client_ca", "applied", 1).await;
+    let mut c = client(addr, &server_ca.pem(), Some((&o_cert, &o_key)))
+        .await
+        .expect("rotated client CA accepts the new client");
+    assert_eq!(ask(&mut c).await.unwrap(), 3);
     scaler.stop().await.unwrap();
 }
 
@@ -207,7 +237,7 @@ async fn server_certificate_rotates_without_restart() {
     write(&cert_path, &cert);
     write(&key_path, &key);
     let db = seeded_db().await;
-    let scaler = start_tls(
+    let (scaler, metrics) = start_tls(
         &db,
         TlsFiles {
             cert: cert_path.clone(),
@@ -224,25 +254,20 @@ async fn server_certificate_rotates_without_restart() {
     // A broken pair (key of another certificate) is rejected; the old one keeps serving.
     let (_, wrong_key) = second_ca.leaf(false);
     write(&key_path, &wrong_key);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    reloaded(&metrics, "certificate", "rejected", 1).await;
     let mut still = client(addr, &first_ca.pem(), None).await.unwrap();
     assert_eq!(ask(&mut still).await.unwrap(), 3);
+    assert_eq!(metrics.tls_reloads("certificate", "applied"), 0);
 
     // A valid new pair from another CA: new connections must trust `second`.
     let (cert2, key2) = second_ca.leaf(false);
     write(&cert_path, &cert2);
     write(&key_path, &key2);
-    let mut rotated = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Ok(mut c2) = client(addr, &second_ca.pem(), None).await
-            && ask(&mut c2).await.is_ok()
-        {
-            rotated = true;
-            break;
-        }
-    }
-    assert!(rotated, "new certificate never served");
+    reloaded(&metrics, "certificate", "applied", 1).await;
+    let mut c2 = client(addr, &second_ca.pem(), None)
+        .await
+        .expect("new certificate served once applied");
+    assert_eq!(ask(&mut c2).await.unwrap(), 3);
     assert!(
         client(addr, &first_ca.pem(), None).await.is_err(),
         "old certificate still served"

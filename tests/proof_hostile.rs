@@ -258,6 +258,31 @@ async fn statuses(
     ]
 }
 
+/// The number of hostile cases README and docs/proof.md state (both must say the same).
+fn documented_case_count() -> usize {
+    let count_before = |file: &str, marker: &str| -> usize {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_owned() + file)
+                .unwrap();
+        let at = text
+            .find(marker)
+            .unwrap_or_else(|| panic!("{file} no longer says `N{marker}`"));
+        let digits: String = text[..at]
+            .chars()
+            .rev()
+            .take_while(char::is_ascii_digit)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        digits.parse().unwrap()
+    };
+    let readme = count_before("README.md", " hostile metadata cases");
+    let proof = count_before("docs/proof.md", " cases, each sent through the");
+    assert_eq!(readme, proof, "README and docs/proof.md disagree");
+    readme
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_metadata_is_invalid_argument_and_harmless() {
     let db = TestDb::sqlite().await;
@@ -275,7 +300,12 @@ async fn hostile_metadata_is_invalid_argument_and_harmless() {
     assert_eq!(metric(&mut r.client, "default").await.unwrap(), 5);
 
     let cases = cases();
-    assert!(cases.len() >= 30, "{} cases", cases.len());
+    // README and docs/proof.md state how many cases this proof runs; they must stay true.
+    assert_eq!(
+        cases.len(),
+        documented_case_count(),
+        "cases run vs documented"
+    );
     let mut longest = (0, "");
     let mut calls = 0;
     for case in &cases {

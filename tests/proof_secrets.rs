@@ -137,6 +137,7 @@ impl Process {
             .arg(&queues)
             .args(["--refresh-interval", "200ms", "--max-staleness", "2s"])
             .args(["--database-timeout", "1s", "--shutdown-grace", grace])
+            .args(["--drain-delay", "0s"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -571,9 +572,16 @@ fn runtime_sql_is_constant() {
         root.join("scaler/grpc/service.rs"),
         root.join("demo/schema.rs"),
     ];
-    for dir in ["scaler/db"] {
-        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
-            files.push(entry.unwrap().path());
+    // Every file of the database layer, sub-modules included.
+    let mut dirs = vec![root.join("scaler/db")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
         }
     }
     for file in files {
@@ -740,7 +748,8 @@ async fn startup_errors_and_help_never_echo_the_password() {
             .expect("a bad URL stops the program at once")
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{url}: {stderr}");
+        // 3: invalid configuration (README, exit codes).
+        assert_eq!(out.status.code(), Some(3), "{url}: {stderr}");
         assert!(stderr.contains("database configuration"), "{url}: {stderr}");
         secret.assert_absent("a startup error", &stderr);
         secret.assert_absent("stdout", &String::from_utf8_lossy(&out.stdout));

@@ -145,6 +145,7 @@ impl Harness {
             reload_interval: Duration::from_millis(50),
             max_body_bytes: 256 * 1024,
             request_timeout,
+            max_in_flight: 8,
         };
         let token = CancellationToken::new();
         let server = server::start(config, token.clone()).await.unwrap();
@@ -752,7 +753,7 @@ fn example_policy_is_valid() {
 fn validate_policy_reports_every_problem_with_its_path() {
     let mut out = Vec::new();
     let code = commands::validate_policy(&fixture("broken-policy.yaml"), &mut out).unwrap();
-    assert_eq!(code, ExitCode::from(1));
+    assert_eq!(code, ExitCode::from(3), "invalid configuration");
     let text = String::from_utf8(out).unwrap();
     for path in [
         "nodeTypes.small.allocatable.cpu:",
@@ -841,7 +842,7 @@ fn binary_runs_the_admin_commands() {
         .arg(fixture("broken-policy.yaml"))
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(bad.status.code(), Some(3), "invalid configuration");
     let out = Command::new(bin)
         .args(["mutate", "--output", "json", "--policy"])
         .arg(&example)
@@ -869,7 +870,7 @@ fn binary_runs_the_admin_commands() {
         .collect::<Vec<_>>()
         .join(" ");
     for flag in [
-        "AIRFLOW_KEDA_SCALER_WEBHOOK_ADDR",
+        "AIRFLOW_KEDA_SCALER_WEBHOOK_HTTPS_ADDR",
         "AIRFLOW_KEDA_SCALER_WEBHOOK_TLS_CERT",
         "AIRFLOW_KEDA_SCALER_WEBHOOK_TLS_KEY",
         "AIRFLOW_KEDA_SCALER_WEBHOOK_POLICY",
@@ -941,6 +942,7 @@ async fn self_signed_for_local_runs() {
             reload_interval: Duration::from_secs(1),
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(5),
+            max_in_flight: 8,
         },
         token.clone(),
     )

@@ -85,6 +85,7 @@ async fn neither_args_nor_pod_bodies_are_logged_at_any_level() {
             reload_interval: Duration::from_secs(1),
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(5),
+            max_in_flight: 8,
         },
         token.clone(),
     )

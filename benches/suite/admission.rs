@@ -71,8 +71,10 @@ pub fn write_cert(dir: &Path) -> Cert {
     }
 }
 
-/// An Airflow 3 KubernetesExecutor task pod as the API server sends it (after defaulting),
-/// variant `i` of eight: plain, profiles, rule matches, own resources.
+/// An Airflow 3.3.2 KubernetesExecutor task pod as the API server sends it (after defaulting),
+/// shaped like the pods Airflow builds (`tests/fixtures/webhook/airflow-3.3.2/`): the workload,
+/// with its task token, inline in `--json-string`; no workload volume. Variant `i` of eight:
+/// plain, profiles, rule matches, own resources.
 pub fn pod(i: usize) -> Value {
     let v = i % 8;
     let (dag, task) = match v {
@@ -89,7 +91,7 @@ pub fn pod(i: usize) -> Value {
     );
     let mut labels = json!({
         "airflow-worker": "42",
-        "airflow_version": "3.0.2",
+        "airflow_version": "3.3.2",
         "dag_id": dag,
         "task_id": task,
         "run_id": "scheduled__2025-06-01T1200000000-5d2f1a9c0",
@@ -128,10 +130,10 @@ pub fn pod(i: usize) -> Value {
         "spec": {
             "containers": [{
                 "name": "base",
-                "image": "registry.example.com/airflow:3.0.2-python3.12",
+                "image": "registry.example.com/airflow:3.3.2-python3.12",
                 "imagePullPolicy": "IfNotPresent",
                 "args": ["python", "-m", "airflow.sdk.execution_time.execute_workload",
-                         "--json-path", "/run/secrets/airflow-workload/workload.json"],
+                         "--json-string", workload(dag, task, run_id, i)],
                 "env": [
                     {"name": "AIRFLOW_IS_K8S_EXECUTOR_POD", "value": "True"},
                     {"name": "AIRFLOW__CORE__EXECUTOR", "value": "CeleryExecutor,KubernetesExecutor"},
@@ -148,7 +150,6 @@ pub fn pod(i: usize) -> Value {
                 "volumeMounts": [
                     {"name": "logs", "mountPath": "/opt/airflow/logs"},
                     {"name": "config", "mountPath": "/opt/airflow/airflow.cfg", "subPath": "airflow.cfg", "readOnly": true},
-                    {"name": "airflow-workload", "mountPath": "/run/secrets/airflow-workload", "readOnly": true},
                     {"name": "kube-api-access-q9w8e", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true},
                 ],
                 "securityContext": {"runAsUser": 50000, "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
@@ -168,7 +169,6 @@ pub fn pod(i: usize) -> Value {
             "volumes": [
                 {"name": "logs", "emptyDir": {}},
                 {"name": "config", "configMap": {"name": "airflow-config", "defaultMode": 420}},
-                {"name": "airflow-workload", "secret": {"secretName": format!("{name}-workload"), "defaultMode": 420}},
                 {"name": "kube-api-access-q9w8e", "projected": {"defaultMode": 420, "sources": [
                     {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
                     {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
@@ -177,6 +177,27 @@ pub fn pod(i: usize) -> Value {
             ],
         },
     })
+}
+
+/// The `--json-string` argument Airflow 3.3.2 gives a task: the workload with its JWT (a
+/// placeholder of a real token's length).
+fn workload(dag: &str, task: &str, run_id: &str, i: usize) -> String {
+    json!({
+        "token": format!("eyJhbGciOiJIUzUxMiJ9.{}.sig", "x".repeat(380)),
+        "dag_rel_path": format!("dags/{dag}.py"),
+        "bundle_info": {"name": "dags-folder", "version": null},
+        "log_path": format!("dag_id={dag}/run_id={run_id}/task_id={task}/attempt=1.log"),
+        "ti": {
+            "id": format!("0b6c2f4e-{:04x}-4a5b-9c8d-{:012x}", i % 0xffff, i),
+            "task_id": task, "dag_id": dag, "run_id": run_id, "try_number": 1,
+            "dag_version_id": "98bdc8db-a228-4045-9c8c-e37a51eeb942", "map_index": -1,
+            "hostname": null, "context_carrier": null, "queue": "default", "pool_slots": 1,
+            "priority_weight": 1,
+        },
+        "sentry_integration": "",
+        "type": "ExecuteTask",
+    })
+    .to_string()
 }
 
 /// The AdmissionReview the API server sends for `pod(i)`.
@@ -286,6 +307,7 @@ pub async fn start_webhook(cert: &Cert, shutdown: CancellationToken) -> webhook:
         reload_interval: Duration::from_secs(5),
         max_body_bytes: 3 * 1024 * 1024,
         request_timeout: Duration::from_secs(10),
+        max_in_flight: 8,
     };
     let running = webhook::start(config, shutdown).await.unwrap();
     for _ in 0..500 {
@@ -397,11 +419,14 @@ pub fn clients(mode: &Mode) -> usize {
         .unwrap_or(if mode.smoke { 2 } else { 8 })
 }
 
-/// CPU time of the review itself (parse, decide, patch, encode), one thread, no I/O.
+/// CPU time of the review itself (parse, decide, patch, encode), one thread, no I/O. Counted
+/// in this thread's CPU time (`/proc/thread-self/schedstat`), not wall time, so that other
+/// processes on a shared machine do not inflate it; wall time where that file is missing.
 pub fn review_cost(bodies: &[Bytes], budget: Duration) -> Duration {
     let policy = Policy::load(&policy_path()).unwrap();
     let mut n = 0u32;
     let start = Instant::now();
+    let cpu_start = thread_cpu();
     while start.elapsed() < budget {
         for body in bodies {
             let h = review::handle(&policy, body).unwrap();
@@ -409,7 +434,42 @@ pub fn review_cost(bodies: &[Bytes], budget: Duration) -> Duration {
             n += 1;
         }
     }
-    start.elapsed() / n.max(1)
+    let spent = match (cpu_start, thread_cpu()) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => start.elapsed(),
+    };
+    spent / n.max(1)
+}
+
+/// Reference, same run, same thread clock: what decoding alone cost before issue 13 (the
+/// review into kube's `DynamicObject`, the object back to a `Value`, then a typed `Pod`).
+pub fn old_decode_cost(bodies: &[Bytes], budget: Duration) -> Duration {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::core::{DynamicObject, admission::AdmissionReview};
+    let mut n = 0u32;
+    let start = Instant::now();
+    let cpu_start = thread_cpu();
+    while start.elapsed() < budget {
+        for body in bodies {
+            let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).unwrap();
+            let object = review.request.and_then(|r| r.object).unwrap();
+            let value = serde_json::to_value(&object).unwrap();
+            std::hint::black_box(serde_json::from_value::<Pod>(value).unwrap());
+            n += 1;
+        }
+    }
+    let spent = match (cpu_start, thread_cpu()) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => start.elapsed(),
+    };
+    spent / n.max(1)
+}
+
+/// CPU time this thread has run, from the first field of `/proc/thread-self/schedstat` (ns).
+fn thread_cpu() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 pub fn bodies() -> Vec<Bytes> {
@@ -477,24 +537,38 @@ pub fn p5(mode: &Mode) -> Row {
             Duration::from_secs(1)
         },
     );
-    say!(
-        "  P5: one review (parse, decide, patch, encode; no I/O) costs {} of CPU on one thread; body {} bytes",
-        fmt_dur(cost),
-        bodies[0].len()
+    let old_decode = old_decode_cost(
+        &bodies,
+        if mode.smoke {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        },
     );
-    let met = b.rps >= 5000.0 && b.p99 <= Duration::from_millis(2) && ratio >= 0.7 && b.errors == 0;
+    say!(
+        "  P5: one review (parse, decide, patch, encode; no I/O) costs {} of CPU on one thread; body {} bytes; the pre-issue-13 decoding alone (DynamicObject → Value → Pod) costs {} on the same bodies",
+        fmt_dur(cost),
+        bodies[0].len(),
+        fmt_dur(old_decode)
+    );
+    // Issue 13: a review ≤ 50 µs of CPU, p99 ≤ 1.5 ms (the 0.7× ratio was shown unreachable).
+    let met = b.rps >= 5000.0
+        && b.p99 <= Duration::from_micros(1500)
+        && cost <= Duration::from_micros(50)
+        && b.errors == 0;
     Row {
         id: "P5".into(),
         figure: format!(
-            "webhook reviews over TLS ({n} clients, Airflow 3 pods, example policy; {checked})"
+            "webhook reviews over TLS ({n} clients, Airflow 3.3.2-shaped pods, example policy; {checked})"
         ),
         result: format!(
-            "{:.0} reviews/s, p50 {}, p99 {}{} (review logic alone: {} CPU each)",
+            "{:.0} reviews/s, p50 {}, p99 {}{} (review logic alone: {} CPU each; the old decoding alone: {})",
             b.rps,
             fmt_dur(b.p50),
             fmt_dur(b.p99),
             errors_note(b.errors),
-            fmt_dur(cost)
+            fmt_dur(cost),
+            fmt_dur(old_decode)
         ),
         baseline: format!(
             "same TLS server, fixed \"allowed\": {:.0}/s, p50 {}, p99 {}",
@@ -503,7 +577,7 @@ pub fn p5(mode: &Mode) -> Row {
             fmt_dur(a.p99)
         ),
         ratio: format!("{ratio:.2}×"),
-        target: "≥ 5 000/s, p99 ≤ 2 ms, ≥ 0.7× fixed".into(),
+        target: "≥ 5 000/s, p99 ≤ 1.5 ms, review ≤ 50 µs CPU".into(),
         verdict: Row::judged(mode.smoke, met),
     }
 }

@@ -196,6 +196,13 @@ pub fn db_url(admin: &str, name: &str, params: &str) -> String {
     url.to_string()
 }
 
+/// `name` made unique to this run (`name_<8 hex digits>`, random per process): runs sharing a
+/// server (another checkout, a CI job next door) never drop each other's throw-away databases.
+pub fn run_scoped(name: &str) -> String {
+    static RUN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    format!("{name}_{:08x}", RUN.get_or_init(rand::random::<u32>))
+}
+
 /// A database on a test server, dropped with the value unless `keep`.
 pub struct BenchDb {
     pub dialect: Dialect,

@@ -162,12 +162,13 @@ async fn scalar(dialect: Dialect, url: &str, sql: &str) -> Result<i64, sqlx::Err
     }
 }
 
-/// Database name of the data set.
-pub fn dataset_name(smoke: bool) -> &'static str {
+/// Database name of the data set: the 1 M-row one is kept and shared between runs; the smoke one
+/// belongs to this run.
+pub fn dataset_name(smoke: bool) -> String {
     if smoke {
-        "aks_bench_smoke"
+        crate::common::run_scoped("aks_bench_smoke")
     } else {
-        "aks_bench_1m"
+        "aks_bench_1m".into()
     }
 }
 
@@ -179,7 +180,7 @@ pub fn dataset_rows(smoke: bool) -> usize {
 pub async fn ensure(dialect: Dialect, mode: &Mode) -> BenchDb {
     let name = dataset_name(mode.smoke);
     let total = dataset_rows(mode.smoke);
-    let existing = BenchDb::existing(dialect, name);
+    let existing = BenchDb::existing(dialect, &name);
     if !mode.generate && !mode.smoke {
         let sql = match dialect {
             Dialect::Postgres => {
@@ -195,7 +196,7 @@ pub async fn ensure(dialect: Dialect, mode: &Mode) -> BenchDb {
             return existing;
         }
     }
-    generate(dialect, name, total).await
+    generate(dialect, &name, total).await
 }
 
 /// (Re)creates the data set: table, bulk inserts on two connections, indexes, ANALYZE.
@@ -497,7 +498,7 @@ pub fn p3(mode: &Mode) -> (Vec<Row>, Vec<String>) {
     }
     if mode.smoke {
         for dialect in [Dialect::Postgres, Dialect::MySql] {
-            let mut db = BenchDb::existing(dialect, dataset_name(true));
+            let mut db = BenchDb::existing(dialect, &dataset_name(true));
             db.keep = false;
             drop(db);
         }
@@ -511,7 +512,7 @@ pub fn generate_all(mode: &Mode) {
     let rt = server_runtime("gen", 2);
     let total = dataset_rows(mode.smoke);
     for dialect in [Dialect::Postgres, Dialect::MySql] {
-        rt.block_on(generate(dialect, dataset_name(mode.smoke), total));
+        rt.block_on(generate(dialect, &dataset_name(mode.smoke), total));
     }
     rt.shutdown_timeout(Duration::from_secs(2));
 }

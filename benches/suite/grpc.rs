@@ -150,10 +150,12 @@ pub async fn start_scaler(url: &str, refresh: Duration, metrics: Metrics) -> Sca
             max_staleness: Duration::from_secs(30),
             tls: None,
             metrics,
+            limits: Default::default(),
         },
         admin_addr: None,
         declared: WorkerQueues::parse(&worker_queues_yaml()).unwrap(),
         refresh_interval: refresh,
+        refresh_max_duty_cycle: 1.0,
         db: db_args(url),
     };
     let scaler = Scaler::start(config, CancellationToken::new())

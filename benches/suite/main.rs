@@ -19,18 +19,56 @@ mod process;
 mod push;
 mod round_trips;
 
-use std::time::Instant;
+use std::{panic::AssertUnwindSafe, process::ExitCode, sync::Mutex, time::Instant};
 
 use airflow_keda_scaler::scaler::db::Dialect;
-use common::{BenchDb, Mode, Row, machine, server_runtime, small_rows, table};
+use common::{BenchDb, Mode, Row, machine, run_scoped, server_runtime, small_rows, table};
 use testkit::airflow::AirflowVersion;
 
-fn main() {
+/// The first panic message since the last [`take_panic`]: the cause of a failed figure (later
+/// panics are consequences, such as a `JoinError` unwrapped by the caller).
+static FIRST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// A failure is reported as one line (figure, message, where), not as the default hook's report
+/// with a backtrace per panicking thread.
+fn record_panics_quietly() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.payload_as_str().unwrap_or("panic");
+        let at = info
+            .location()
+            .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+            .unwrap_or_default();
+        let mut first = FIRST_PANIC.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert_with(|| format!("{message}{at}"));
+    }));
+}
+
+fn take_panic() -> String {
+    FIRST_PANIC
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .map_or_else(|| "failed".into(), |m| m.replace('\n', " "))
+}
+
+/// Runs `f`; a panic becomes `Err(one line)`.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    take_panic();
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|_| take_panic())
+}
+
+fn main() -> ExitCode {
     let mode = Mode::from_args();
     let started = Instant::now();
+    record_panics_quietly();
     if mode.generate_only {
-        dataset::generate_all(&mode);
-        return;
+        return match guarded(|| dataset::generate_all(&mode)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: generating the data sets failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     say!(
         "airflow-keda-scaler benchmark suite ({}), {}",
@@ -44,23 +82,44 @@ fn main() {
     );
 
     // A small Airflow 3 task_instance for the figures that need a live database.
-    let rt = server_runtime("setup", 1);
-    let pg = rt.block_on(async {
-        let db = BenchDb::create(Dialect::Postgres, "aks_bench_small").await;
-        db.create_table(AirflowVersion::V3, &small_rows()).await;
-        db
-    });
-    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    let pg = match guarded(|| {
+        let rt = server_runtime("setup", 1);
+        let pg = rt.block_on(async {
+            let db = BenchDb::create(Dialect::Postgres, &run_scoped("aks_bench_small")).await;
+            db.create_table(AirflowVersion::V3, &small_rows()).await;
+            db
+        });
+        rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        pg
+    }) {
+        Ok(pg) => pg,
+        Err(e) => {
+            eprintln!("error: benchmark setup failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let mut rows: Vec<Row> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
     let mut step = |name: &str, f: &mut dyn FnMut() -> Vec<Row>| {
         if mode.runs(name) {
             let t = Instant::now();
             say!("{name} …");
-            let r = f();
-            say!("{name} done in {:.1} s", t.elapsed().as_secs_f64());
-            rows.extend(r);
+            match guarded(&mut *f) {
+                Ok(r) => {
+                    say!("{name} done in {:.1} s", t.elapsed().as_secs_f64());
+                    rows.extend(r);
+                }
+                Err(e) => {
+                    say!(
+                        "{name} failed after {:.1} s: {e}",
+                        t.elapsed().as_secs_f64()
+                    );
+                    rows.push(Row::not_run(name, "(failed)", "", e.clone()));
+                    failures.push(format!("{name}: {e}"));
+                }
+            }
         }
     };
     step("P1", &mut || vec![grpc::p1(&mode, &pg)]);
@@ -88,4 +147,11 @@ fn main() {
         machine()
     );
     println!("{}", table(&rows));
+    if failures.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for f in &failures {
+        eprintln!("error: benchmark {f}");
+    }
+    ExitCode::FAILURE
 }

@@ -204,7 +204,7 @@ pub fn p6(mode: &Mode, pg: &BenchDb) -> Vec<Row> {
     let t0 = Instant::now();
     let child = spawn(&[
         "webhook".into(),
-        "--addr".into(),
+        "--https-addr".into(),
         addr.to_string(),
         "--admin-addr".into(),
         admin.to_string(),

@@ -25,7 +25,11 @@ pub fn p4(mode: &Mode) -> Row {
     let samples = if mode.smoke { 3 } else { 20 };
     let rt = server_runtime("p4", 2);
     let lat = rt.block_on(async {
-        let db = BenchDb::create(Dialect::Postgres, "aks_bench_p4").await;
+        let db = BenchDb::create(
+            Dialect::Postgres,
+            &crate::common::run_scoped("aks_bench_p4"),
+        )
+        .await;
         let mut rows = small_rows();
         rows.push(FixtureRow::new(
             "push_dag",

@@ -356,7 +356,11 @@ fn refresh_count(metrics: &Metrics, store: &SnapshotStore, declared: &WorkerQueu
 
 /// The scaler with `objects` ScaledObjects polling it.
 async fn scaler_side(objects: usize, c: Cadence) -> Side {
-    let db = BenchDb::create(Dialect::Postgres, &format!("aks_bench_p2s_{objects}")).await;
+    let db = BenchDb::create(
+        Dialect::Postgres,
+        &crate::common::run_scoped(&format!("aks_bench_p2s_{objects}")),
+    )
+    .await;
     db.create_table(AirflowVersion::V3, &small_rows()).await;
     let before = xact_commit(&db.admin, &db.name).await;
     let relay = Relay::start(db.server_addr()).await;
@@ -422,7 +426,11 @@ async fn scaler_side(objects: usize, c: Cadence) -> Side {
 
 /// The chart's `postgresql` triggers, one per ScaledObject.
 async fn chart_side(objects: usize, c: Cadence) -> Side {
-    let db = BenchDb::create(Dialect::Postgres, &format!("aks_bench_p2c_{objects}")).await;
+    let db = BenchDb::create(
+        Dialect::Postgres,
+        &crate::common::run_scoped(&format!("aks_bench_p2c_{objects}")),
+    )
+    .await;
     db.create_table(AirflowVersion::V3, &small_rows()).await;
     let before = xact_commit(&db.admin, &db.name).await;
     let relay = Relay::start(db.server_addr()).await;
@@ -500,15 +508,24 @@ pub fn p2(mode: &Mode) -> Vec<Row> {
         c.poll,
         c.hpa
     );
+    // The chart side holds one connection per ScaledObject. Smoke: 2 and 4 ScaledObjects, one
+    // side after the other, so the run needs a handful of connections on a shared server.
+    let (few, many) = if mode.smoke { (2, 4) } else { (8, 50) };
     let rt = server_runtime("p2", 2);
     let sides = rt.block_on(async {
-        let (s8, c8, s50, c50) = tokio::join!(
-            scaler_side(8, c),
-            chart_side(8, c),
-            scaler_side(50, c),
-            chart_side(50, c)
-        );
-        [(8usize, s8, c8), (50, s50, c50)]
+        if mode.smoke {
+            let (s_few, c_few) = (scaler_side(few, c).await, chart_side(few, c).await);
+            let (s_many, c_many) = (scaler_side(many, c).await, chart_side(many, c).await);
+            [(few, s_few, c_few), (many, s_many, c_many)]
+        } else {
+            let (s_few, c_few, s_many, c_many) = tokio::join!(
+                scaler_side(few, c),
+                chart_side(few, c),
+                scaler_side(many, c),
+                chart_side(many, c)
+            );
+            [(few, s_few, c_few), (many, s_many, c_many)]
+        }
     });
     rt.shutdown_timeout(Duration::from_secs(2));
 
@@ -535,7 +552,7 @@ pub fn p2(mode: &Mode) -> Vec<Row> {
         let unreadable = s.wire.unreadable + ch.wire.unreadable;
         let ratio = per_min(ch.wire.statements) / per_min(s.wire.statements).max(1e-9);
         rows.push(Row {
-            id: if objects == 8 { "P2".into() } else { "P2′".into() },
+            id: if objects == few { "P2".into() } else { "P2′".into() },
             figure: format!(
                 "DB load, 8 worker queues, {objects} ScaledObjects, poll 10 s + HPA 15 s (measured on the wire, per minute)"
             ),

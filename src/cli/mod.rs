@@ -1,5 +1,8 @@
 //! Command line: one binary, one subcommand per role. Every flag has an environment variable
-//! (prefix `AIRFLOW_KEDA_SCALER_`), and every default is shown in `--help`.
+//! named by one rule (README, Configuration reference): `AIRFLOW_KEDA_SCALER_` + the command
+//! family's infix (none for the scaler's `serve` / `explain` and global flags, `WEBHOOK_` for
+//! `webhook` / `validate-policy` / `mutate`, `DEMO_` for `demo`) + the flag in upper snake case.
+//! Every default is shown in `--help`, and so are the exit codes ([`exit`]).
 //!
 //! Only this module knows clap. Each argument struct converts into the configuration type of
 //! the layer it drives ([`scaler`]: the scaler's `serve`, `explain` and `demo`; [`webhook`]:
@@ -21,6 +24,26 @@ use crate::runtime::telemetry;
 /// Prefix of every environment variable this program reads (besides Airflow's own).
 pub const ENV_PREFIX: &str = "AIRFLOW_KEDA_SCALER_";
 
+/// Exit codes, the same for every command.
+pub mod exit {
+    /// A runtime failure: a listener, the database for `explain`, the drain after SIGTERM.
+    pub const RUNTIME: u8 = 1;
+    /// Usage: unknown flag, missing or malformed value (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// Invalid input or configuration (worker-queue file, policy, database URL, log filter, pod).
+    pub const INVALID: u8 = 3;
+    /// A file cannot be read.
+    pub const UNREADABLE: u8 = 4;
+    /// `mutate`: the webhook would deny the pod.
+    pub const DENIED: u8 = 5;
+}
+
+/// The exit codes as `--help` shows them.
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 runtime failure (a listener cannot be \
+                          opened, the database failed, the drain ran out of time); 2 usage; 3 \
+                          invalid input or configuration; 4 a file cannot be read; 5 `mutate`: \
+                          the webhook would deny the pod.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "airflow-keda-scaler",
@@ -29,7 +52,8 @@ pub const ENV_PREFIX: &str = "AIRFLOW_KEDA_SCALER_";
     long_about = "KEDA external scaler (gRPC, externalscaler.ExternalScaler) that sizes Celery \
                   worker queues from the Airflow metadata database, and a mutating admission \
                   webhook for KubernetesExecutor task pods.\n\nStart with `demo`: it needs \
-                  nothing but this binary."
+                  nothing but this binary.",
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -41,16 +65,22 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve KEDA's ExternalScaler gRPC API (with gRPC health and reflection).
+    #[command(after_help = EXIT_CODES)]
     Serve(Box<ServeArgs>),
     /// Read one snapshot and print what each worker queue would be scaled to.
+    #[command(after_help = EXIT_CODES)]
     Explain(ExplainArgs),
     /// Run the scaler on an embedded SQLite database with a synthetic Airflow workload.
+    #[command(after_help = EXIT_CODES)]
     Demo(DemoArgs),
     /// Serve the pod-override admission webhook for KubernetesExecutor task pods (HTTPS).
+    #[command(after_help = EXIT_CODES)]
     Webhook(Box<WebhookArgs>),
     /// Check a webhook policy file offline and report every problem with its path.
+    #[command(after_help = EXIT_CODES)]
     ValidatePolicy(ValidatePolicyArgs),
     /// Show what the webhook would do to a pod (patch and resulting pod, or the denial).
+    #[command(after_help = EXIT_CODES)]
     Mutate(MutateArgs),
 }
 
@@ -100,6 +130,81 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// README's naming rule, for every argument of every command: the environment variable is
+    /// `AIRFLOW_KEDA_SCALER_` + the family infix + the flag in upper snake case.
+    #[test]
+    fn every_argument_has_the_variable_the_naming_rule_gives() {
+        let cli = Cli::command();
+        let variable = |infix: &str, name: &str| {
+            format!(
+                "{ENV_PREFIX}{infix}{}",
+                name.to_uppercase().replace('-', "_")
+            )
+        };
+        let mut wrong = Vec::new();
+        let mut checked = 0;
+        let mut check = |command: &str, infix: &str, arg: &clap::Arg| {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                return;
+            }
+            // The one positional argument, `validate-policy FILE`, is the webhook's policy file.
+            let name = arg.get_long().unwrap_or("policy");
+            let want = variable(infix, name);
+            let have = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            if have.as_deref() != Some(want.as_str()) {
+                wrong.push(format!("{command} {id}: {have:?}, want {want}"));
+            }
+            checked += 1;
+        };
+        for arg in cli.get_arguments() {
+            check("(global)", "", arg);
+        }
+        for command in cli.get_subcommands() {
+            let infix = match command.get_name() {
+                "serve" | "explain" => "",
+                "webhook" | "validate-policy" | "mutate" => "WEBHOOK_",
+                "demo" => "DEMO_",
+                other => panic!("`{other}` is in no family of the naming rule: add it"),
+            };
+            for arg in command.get_arguments() {
+                check(command.get_name(), infix, arg);
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        assert!(checked > 30, "{checked} arguments");
+    }
+
+    /// Renamed flags keep working under their old spelling (the chart and older scripts).
+    #[test]
+    fn old_flag_spellings_are_hidden_aliases() {
+        let cli = Cli::parse_from([
+            "airflow-keda-scaler",
+            "serve",
+            "--tls-reload-interval",
+            "3s",
+        ]);
+        let Command::Serve(serve) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(serve.reload_interval, Duration::from_secs(3));
+        let cli = Cli::parse_from([
+            "airflow-keda-scaler",
+            "webhook",
+            "--addr",
+            "127.0.0.1:1",
+            "--self-signed",
+            "--policy",
+            "p.yaml",
+        ]);
+        let Command::Webhook(webhook) = cli.command else {
+            panic!("not webhook")
+        };
+        assert_eq!(webhook.https_addr, "127.0.0.1:1".parse().unwrap());
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("Exit codes: 0 success"), "{help}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use super::parse_duration;
 use crate::{
     demo::DemoConfig,
-    runtime::tls::reloading::TlsFiles,
+    runtime::{conn::ConnLimits, tls::reloading::TlsFiles},
     scaler::{
         cluster::WorkersConfig,
         config::{self, DbConfig, ExplainConfig, ServeConfig},
@@ -31,10 +31,15 @@ pub struct DbArgs {
     /// PostgreSQL schema holding Airflow's tables (Airflow's `[database] sql_alchemy_schema`).
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
-    /// Disable sqlx's statement cache. The refresh queries already use the simple query
-    /// protocol (no prepared statements), which works behind PgBouncer in any pooling mode;
-    /// the flag documents the deployment and keeps any future parameterised query safe.
-    #[arg(long, env = "AIRFLOW_KEDA_SCALER_PGBOUNCER", default_value_t = false)]
+    /// Deprecated, no effect (hidden): the refresh queries use the simple query protocol (no
+    /// prepared statements), which works behind PgBouncer in any pooling mode without a
+    /// setting. Still accepted so existing deployments start; a warning says it does nothing.
+    #[arg(
+        long,
+        env = "AIRFLOW_KEDA_SCALER_PGBOUNCER",
+        default_value_t = false,
+        hide = true
+    )]
     pub pgbouncer: bool,
     /// Timeout for connecting and for one refresh query.
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_DATABASE_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
@@ -84,9 +89,15 @@ pub struct ServeArgs {
     /// maxWorkers). Optional: without it, every trigger must carry its settings inline.
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_WORKER_QUEUES")]
     pub worker_queues: Option<PathBuf>,
-    /// How often the one refresh query runs.
+    /// How often the one refresh query runs (at most; see --refresh-max-duty-cycle).
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_REFRESH_INTERVAL", value_parser = parse_duration, default_value = "1s")]
     pub refresh_interval: Duration,
+    /// Most of the wall time the refresh query may take, in percent (0 < x <= 100). A query
+    /// slower than this share of --refresh-interval stretches the interval to
+    /// query time / share (1 M rows in 0.6 s at 2 %: every 30 s), and the interval comes back
+    /// when the query is fast again. Protects the database; costs push latency. 100 = no bound.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_REFRESH_MAX_DUTY_CYCLE", value_parser = parse_percent, default_value = "2")]
+    pub refresh_max_duty_cycle: f64,
     /// How old the last good snapshot may be before every RPC answers UNAVAILABLE.
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_MAX_STALENESS", value_parser = parse_duration, default_value = "30s")]
     pub max_staleness: Duration,
@@ -101,15 +112,64 @@ pub struct ServeArgs {
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
     /// How often the TLS files are checked for changes.
-    #[arg(long, env = "AIRFLOW_KEDA_SCALER_TLS_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "10s")]
-    pub tls_reload_interval: Duration,
-    /// How long in-flight calls get after SIGTERM before the process exits.
+    #[arg(long, alias = "tls-reload-interval", env = "AIRFLOW_KEDA_SCALER_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "10s")]
+    pub reload_interval: Duration,
+    /// Most connections the gRPC port holds at once (further clients wait in the backlog).
+    /// Lowered at start so that 64 file descriptors stay free under the open-files limit, so
+    /// the probe and admin ports keep answering when clients exhaust it.
+    #[arg(
+        long,
+        env = "AIRFLOW_KEDA_SCALER_MAX_CONNECTIONS",
+        default_value_t = 1000
+    )]
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams (calls, open streams) per gRPC connection.
+    #[arg(
+        long,
+        env = "AIRFLOW_KEDA_SCALER_MAX_CONCURRENT_STREAMS",
+        default_value_t = 2048
+    )]
+    pub max_concurrent_streams: u32,
+    /// Interval of the HTTP/2 PINGs the gRPC port sends to every client (KEDA sends none).
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_KEEPALIVE_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    pub keepalive_interval: Duration,
+    /// A client that leaves a PING unanswered this long is disconnected.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_KEEPALIVE_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub keepalive_timeout: Duration,
+    /// A connection on which the client sent nothing (not even a PING answer) for this long is
+    /// closed. Keep it above --keepalive-interval + --keepalive-timeout. 0 = never.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "2m")]
+    pub idle_timeout: Duration,
+    /// After SIGTERM: how long readiness is NOT_SERVING while every port still serves, so
+    /// endpoints and KEDA move away before anything is refused. Keep the pod's
+    /// terminationGracePeriodSeconds above --drain-delay + --shutdown-grace.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_DRAIN_DELAY", value_parser = parse_duration, default_value = "5s")]
+    pub drain_delay: Duration,
+    /// After the drain delay: how long in-flight calls get once the ports stop accepting,
+    /// before the process exits (exit 1 if they have not finished).
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]
     pub workers: WorkersArgs,
+}
+
+/// Parses a percentage in (0, 100], with or without a trailing `%`.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage (e.g. 2 or 2%)"))?;
+    if v > 0.0 && v <= 100.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s:?} is out of range: give a percentage above 0 and at most 100"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -125,7 +185,7 @@ pub struct ExplainArgs {
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_WORKER_QUEUES")]
     pub worker_queues: Option<PathBuf>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
     #[command(flatten)]
     pub db: DbArgs,
@@ -138,21 +198,21 @@ pub struct DemoArgs {
     /// Address of the demo's gRPC server.
     #[arg(
         long,
-        env = "AIRFLOW_KEDA_SCALER_GRPC_ADDR",
+        env = "AIRFLOW_KEDA_SCALER_DEMO_GRPC_ADDR",
         default_value = "127.0.0.1:9090"
     )]
     pub grpc_addr: SocketAddr,
     /// SQLite file to use (created if missing). Default: a new file in a temporary directory.
-    #[arg(long)]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_DEMO_DB_FILE")]
     pub db_file: Option<PathBuf>,
     /// How often the workload moves tasks and the table is printed.
-    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_DEMO_TICK", value_parser = parse_duration, default_value = "1s")]
     pub tick: Duration,
     /// Stop by itself after this long (default: run until Ctrl-C).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_DEMO_DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Seed of the synthetic workload (same seed, same run).
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_DEMO_SEED", default_value_t = 7)]
     pub seed: u64,
 }
 
@@ -267,16 +327,25 @@ impl From<&ServeArgs> for ServeConfig {
             admin_addr: a.admin_addr,
             worker_queues: a.worker_queues.clone(),
             refresh_interval: a.refresh_interval,
+            refresh_max_duty_cycle: a.refresh_max_duty_cycle / 100.0,
             max_staleness: a.max_staleness,
             tls: match (&a.tls_cert, &a.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles {
                     cert: cert.clone(),
                     key: key.clone(),
                     client_ca: a.tls_client_ca.clone(),
-                    reload_interval: a.tls_reload_interval,
+                    reload_interval: a.reload_interval,
                 }),
                 _ => None,
             },
+            limits: ConnLimits {
+                max_connections: a.max_connections,
+                idle_timeout: (!a.idle_timeout.is_zero()).then_some(a.idle_timeout),
+                keepalive_interval: a.keepalive_interval,
+                keepalive_timeout: a.keepalive_timeout,
+                max_concurrent_streams: a.max_concurrent_streams,
+            },
+            drain_delay: a.drain_delay,
             shutdown_grace: a.shutdown_grace,
             db: DbConfig::from(&a.db),
             workers: a.workers.config(),

@@ -19,10 +19,11 @@ pub struct WebhookArgs {
     /// HTTPS address serving `POST /mutate`.
     #[arg(
         long,
-        env = "AIRFLOW_KEDA_SCALER_WEBHOOK_ADDR",
+        alias = "addr",
+        env = "AIRFLOW_KEDA_SCALER_WEBHOOK_HTTPS_ADDR",
         default_value = "0.0.0.0:8443"
     )]
-    pub addr: SocketAddr,
+    pub https_addr: SocketAddr,
     /// Plain HTTP address serving `/livez`, `/readyz` and `/metrics`.
     #[arg(
         long,
@@ -77,7 +78,23 @@ pub struct WebhookArgs {
     /// Time allowed for one request, TLS handshake and headers included.
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_WEBHOOK_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub request_timeout: Duration,
-    /// How long in-flight requests get after SIGTERM before the process exits.
+    /// Reviews read and decoded at once; further requests wait (body unread) for a slot within
+    /// --request-timeout. Bounds memory: each in-flight review may hold --max-body-bytes and
+    /// its decoded pod.
+    #[arg(
+        long,
+        env = "AIRFLOW_KEDA_SCALER_WEBHOOK_MAX_IN_FLIGHT",
+        default_value_t = 4
+    )]
+    pub max_in_flight: usize,
+    /// After SIGTERM: how long /readyz answers 503 while both ports still serve, so the
+    /// Service's endpoints drop the pod before anything is refused (with failurePolicy Ignore,
+    /// a refused review is a pod admitted without the policy). Keep terminationGracePeriodSeconds
+    /// above --drain-delay + --shutdown-grace.
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_WEBHOOK_DRAIN_DELAY", value_parser = parse_duration, default_value = "5s")]
+    pub drain_delay: Duration,
+    /// After the drain delay: how long in-flight requests get once the ports stop accepting,
+    /// before the process exits.
     #[arg(long, env = "AIRFLOW_KEDA_SCALER_WEBHOOK_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
 }
@@ -107,13 +124,13 @@ pub struct MutateArgs {
     pub policy: PathBuf,
     /// Pod manifest (YAML or JSON), e.g. from `kubectl get pod -o yaml` or
     /// `airflow kubernetes generate-dag-yaml`.
-    #[arg(long, env = "AIRFLOW_KEDA_SCALER_MUTATE_POD")]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_WEBHOOK_POD")]
     pub pod: PathBuf,
     /// Namespace the pod is created in (default: the pod's own, else `default`).
-    #[arg(long, env = "AIRFLOW_KEDA_SCALER_MUTATE_NAMESPACE")]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_WEBHOOK_NAMESPACE")]
     pub namespace: Option<String>,
     /// Output format.
-    #[arg(long, env = "AIRFLOW_KEDA_SCALER_MUTATE_OUTPUT", value_enum, default_value_t = MutateOutput::Yaml)]
+    #[arg(long, env = "AIRFLOW_KEDA_SCALER_WEBHOOK_OUTPUT", value_enum, default_value_t = MutateOutput::Yaml)]
     pub output: MutateOutput,
 }
 
@@ -129,13 +146,14 @@ impl From<&WebhookArgs> for WebhookConfig {
             },
         };
         Self {
-            addr: a.addr,
+            addr: a.https_addr,
             admin_addr: a.admin_addr,
             tls,
             policy: a.policy.clone(),
             reload_interval: a.reload_interval,
             max_body_bytes: a.max_body_bytes,
             request_timeout: a.request_timeout,
+            max_in_flight: a.max_in_flight,
         }
     }
 }

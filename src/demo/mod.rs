@@ -3,8 +3,9 @@
 //! A writer moves task instances through queued → running → success on three worker queues
 //! (with some KubernetesExecutor tasks the scaler must ignore); the real scaler reads the same
 //! file; every tick the demo asks the scaler over gRPC, exactly as KEDA would, and prints the
-//! answers. Simulated workers follow the desired worker count, so the table shows the loop
-//! closing.
+//! answers next to the simulated workers, which follow the desired count one tick later, so the
+//! table shows the loop closing. The workload repeats a 30-tick cycle: busy, idle (queues drain,
+//! `IsActive` turns false, `ml` scales to zero) and wake-up (tasks again: activation from zero).
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -92,6 +93,43 @@ struct Task {
     finishes_at: u64,
 }
 
+/// Ticks per workload cycle, and where its phases start (1-based tick within the cycle).
+const CYCLE: u64 = 30;
+const IDLE_FROM: u64 = 13;
+const WAKE_FROM: u64 = 25;
+
+/// The part of the cycle a tick is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Busy,
+    Idle,
+    Wake,
+}
+
+impl Phase {
+    fn of(tick: u64) -> Self {
+        match (tick.max(1) - 1) % CYCLE + 1 {
+            t if t < IDLE_FROM => Self::Busy,
+            t if t < WAKE_FROM => Self::Idle,
+            _ => Self::Wake,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Busy => {
+                "busy: tasks arrive on every queue; WORKERS follow DESIRED WORKERS a tick later"
+            }
+            Self::Idle => {
+                "idle: no new tasks; queues drain, ACTIVE turns false, ml (minWorkers 0) scales to zero"
+            }
+            Self::Wake => {
+                "wake-up: tasks on ml and default again; ACTIVE turns true, ml scales up from zero"
+            }
+        }
+    }
+}
+
 /// The synthetic workload: what a scheduler and Celery workers would do to `task_instance`.
 struct Workload {
     rng: StdRng,
@@ -101,7 +139,7 @@ struct Workload {
     inserted: u64,
     queued: BTreeMap<&'static str, VecDeque<Task>>,
     running: BTreeMap<&'static str, Vec<Task>>,
-    /// Workers per worker queue, as KEDA last scaled them.
+    /// Simulated workers per worker queue: what KEDA asked for on the previous tick.
     workers: BTreeMap<&'static str, u32>,
     declared: WorkerQueues,
 }
@@ -126,23 +164,19 @@ impl Workload {
         }
     }
 
-    /// How many tasks arrive on each worker queue this tick: bursts on `default` and `ml`,
-    /// a steady trickle on `etl`.
+    /// How many tasks arrive on each worker queue this tick. Busy: a load on `default` that
+    /// needs several workers, a burst on `ml`, a trickle on `etl`. Idle: nothing. Wake-up: a few
+    /// tasks on `ml` and `default` (`etl` stays idle: ACTIVE false, held at its minWorkers 1).
     fn arrivals(&mut self, worker_queue: &str) -> u32 {
-        let t = self.tick as f64;
-        let base = match worker_queue {
-            "default" => 30.0 * ((t / 12.0).sin().max(0.0)),
-            "ml" => {
-                if self.tick % 20 < 3 {
-                    6.0
-                } else {
-                    0.0
-                }
-            }
-            _ => 2.0,
-        };
-        let jitter: f64 = self.rng.random_range(0.0..2.0);
-        (base + jitter).floor() as u32
+        let in_cycle = (self.tick.max(1) - 1) % CYCLE + 1;
+        match (Phase::of(self.tick), worker_queue) {
+            (Phase::Busy, "default") => 10 + self.rng.random_range(0..10),
+            (Phase::Busy, "ml") if in_cycle <= 3 => 6,
+            (Phase::Busy, "etl") => 1 + self.rng.random_range(0..2),
+            (Phase::Wake, "ml") if in_cycle < WAKE_FROM + 3 => 2,
+            (Phase::Wake, "default") if in_cycle == WAKE_FROM + 1 => 3,
+            _ => 0,
+        }
     }
 
     fn new_row(&mut self, queue: &str, executor: Option<&str>) -> TaskRow {
@@ -181,8 +215,8 @@ impl Workload {
                 });
             }
         }
-        // KubernetesExecutor tasks on the default queue: in the table, never in the metric.
-        if self.tick.is_multiple_of(5) {
+        // KubernetesExecutor tasks on the default queue: in the database, never in the metric.
+        if Phase::of(self.tick) == Phase::Busy && self.tick.is_multiple_of(5) {
             let mut row = self.new_row("default", Some("KubernetesExecutor"));
             row.state = Some("running".into());
             inserts.push(row);
@@ -205,7 +239,7 @@ impl Workload {
                 let Some(mut task) = queued.pop_front() else {
                     break;
                 };
-                task.finishes_at = self.tick + self.rng.random_range(3..10);
+                task.finishes_at = self.tick + self.rng.random_range(2..6);
                 let host = format!("{wq}-worker-{}", running.len() / per.max(1) as usize);
                 updates.push((task.row.clone(), "running", host));
                 running.push(task);
@@ -253,8 +287,8 @@ async fn render(
             "KEDA METRIC",
             "TARGET",
             "ACTIVE",
+            "WORKERS",
             "DESIRED WORKERS",
-            "READY WORKERS",
         ]
         .map(String::from)
         .to_vec(),
@@ -285,13 +319,13 @@ async fn render(
             .map(|(k, _)| *k)
             .find(|k| *k == name)
             .unwrap_or("default");
-        // The simulated workers: what ran this tick; they follow DESIRED WORKERS next tick.
-        let ready = workload.workers.insert(key, desired).unwrap_or(0);
+        // The simulated workers scale to what KEDA asked for, taking effect next tick.
+        let current = workload.workers.insert(key, desired).unwrap_or(0);
         let (queued, running) = workload.counts(key);
         sizing.push(QueueSize {
             max_tasks_per_worker: wq.max_tasks_per_worker,
             max_workers: wq.max_workers,
-            ready_workers: Some(ready),
+            ready_workers: Some(current),
             desired_workers: desired,
         });
         rows.push(vec![
@@ -302,8 +336,8 @@ async fn render(
             value.to_string(),
             target.to_string(),
             active.to_string(),
+            current.to_string(),
             format!("{desired} ({}-{})", wq.min_workers, wq.max_workers),
-            ready.to_string(),
         ]);
     }
     let mut out = render_table(&rows);
@@ -314,6 +348,19 @@ async fn render(
         p.value
     ));
     Ok(out)
+}
+
+/// Where the demo is and how to ask it.
+fn banner(path: &std::path::Path, addr: std::net::SocketAddr) -> String {
+    format!(
+        "airflow-keda-scaler demo\n  \
+         database: {} (Airflow 3 task_instance, SQLite)\n  \
+         gRPC:     {addr} (externalscaler.ExternalScaler, grpc.health.v1, reflection)\n  \
+         try:      grpcurl -plaintext -d '{{\"scaledObjectRef\":{{\"scalerMetadata\":{{\"workerQueue\":\"default\"}}}}}}' {addr} externalscaler.ExternalScaler/GetMetrics\n  \
+         columns:  KEDA METRIC, TARGET, ACTIVE = what KEDA is told; WORKERS = simulated workers now; DESIRED = what KEDA asks for\n  \
+         stop:     Ctrl-C\n",
+        path.display()
+    )
 }
 
 fn demo_db_path(args: &DemoConfig) -> (PathBuf, bool) {
@@ -362,24 +409,23 @@ async fn run_on(args: &DemoConfig, path: &std::path::Path) -> Result<(), DemoErr
             max_staleness: Duration::from_secs(30),
             tls: None,
             metrics: Metrics::new(),
+            limits: Default::default(),
         },
         admin_addr: None,
         declared: declared.clone(),
         refresh_interval: (args.tick / 2).max(Duration::from_millis(100)),
+        refresh_max_duty_cycle: 1.0,
         db: DbConfig::url(format!("sqlite:///{}", path.display())),
     };
     let scaler = Scaler::start(config, token.clone()).await?;
     let addr = scaler.grpc_addr;
-    println!("airflow-keda-scaler demo");
-    println!(
-        "  database: {} (Airflow 3 task_instance, SQLite)",
-        path.display()
-    );
-    println!("  gRPC:     {addr} (externalscaler.ExternalScaler, grpc.health.v1, reflection)");
-    println!(
-        "  try:      grpcurl -plaintext -d '{{\"scaledObjectRef\":{{\"scalerMetadata\":{{\"workerQueue\":\"default\"}}}}}}' {addr} externalscaler.ExternalScaler/GetMetrics"
-    );
-    println!("  stop:     Ctrl-C\n");
+    let banner = banner(path, addr);
+    // On a terminal the screen is redrawn every tick, banner first; into a file or a pipe the
+    // banner is written once and every tick appended, without escape codes.
+    let tty = std::io::stdout().is_terminal();
+    if !tty {
+        println!("{banner}");
+    }
 
     // Wait for the first snapshot (readiness) before asking.
     let mut rx = scaler.store.subscribe();
@@ -393,7 +439,6 @@ async fn run_on(args: &DemoConfig, path: &std::path::Path) -> Result<(), DemoErr
     let mut ticker = tokio::time::interval(args.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let tty = std::io::stdout().is_terminal();
     let outcome = loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -410,11 +455,12 @@ async fn run_on(args: &DemoConfig, path: &std::path::Path) -> Result<(), DemoErr
         match render(&mut client, &mut workload, &declared).await {
             Ok(table) => {
                 if tty {
-                    print!("\x1b[2J\x1b[H");
+                    print!("\x1b[H\x1b[2J{banner}\n");
                 }
                 println!(
-                    "tick {}  (what KEDA is told; simulated workers follow DESIRED WORKERS)",
-                    workload.tick
+                    "tick {}  {}",
+                    workload.tick,
+                    Phase::of(workload.tick).describe()
                 );
                 println!("{table}");
             }

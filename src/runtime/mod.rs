@@ -1,15 +1,46 @@
 //! Process plumbing shared by the scaler and the webhook, with no knowledge of either:
 //!
-//! - [`shutdown`]: the two-stage SIGTERM drain.
+//! - [`shutdown`]: the SIGTERM drain (readiness off, drain delay, grace).
+//! - [`conn`]: connection limits (cap, idle timeout, accept back-off).
 //! - [`telemetry`]: logging setup.
 //! - [`admin`]: the one plain-HTTP admin server (`/livez`, `/readyz`, `/metrics`).
 //! - [`reload`]: files re-read when their content changes.
 //! - [`tls`]: certificate store, client CA, the one TLS acceptor.
 //! - [`tasks`]: task supervision (a critical task that ends stops the process).
+//!
+//! And [`listen_hint`], what to do when a port cannot be opened.
 
 pub mod admin;
+pub mod conn;
 pub mod reload;
 pub mod shutdown;
 pub mod tasks;
 pub mod telemetry;
 pub mod tls;
+
+/// What to do when a listener cannot be opened, appended to "cannot listen on ADDR: ERROR".
+pub fn listen_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another process listens there, e.g. a scaler or demo still running: stop it, or \
+             choose another port with the listener's --*-addr flag)"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            " (no interface of this machine has that address: use 0.0.0.0 or 127.0.0.1)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need privileges: choose a port above 1024)"
+        }
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_port_in_use_gets_a_hint() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = std::net::TcpListener::bind(taken.local_addr().unwrap()).unwrap_err();
+        assert!(super::listen_hint(&e).contains("another process listens there"));
+    }
+}

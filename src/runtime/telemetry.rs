@@ -1,4 +1,8 @@
-//! Logging setup: `tracing` to stderr, text or JSON, filtered by an EnvFilter expression.
+//! Logging setup: `tracing` to stderr, text or JSON, filtered by an EnvFilter expression. Text
+//! is coloured only when stderr is a terminal and `NO_COLOR` is unset (<https://no-color.org>),
+//! so files, pipes and log collectors get plain text.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -31,7 +35,14 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), TelemetryError> {
     let registry = tracing_subscriber::registry().with(env_filter);
     let result = match format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(colour(
+                        std::io::stderr().is_terminal(),
+                        std::env::var_os("NO_COLOR"),
+                    ))
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
@@ -44,4 +55,22 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), TelemetryError> {
             .try_init(),
     };
     result.map_err(|_| TelemetryError::AlreadyInstalled)
+}
+
+/// Colours for a terminal, unless `NO_COLOR` is set to anything non-empty.
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+    }
 }

@@ -3,7 +3,7 @@
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 pub use super::cluster::WorkersConfig;
-use crate::runtime::tls::reloading::TlsFiles;
+use crate::runtime::{conn::ConnLimits, tls::reloading::TlsFiles};
 
 /// Where the Airflow metadata database is and how to talk to it. `Debug` never shows the URL
 /// (it may hold a password).
@@ -62,11 +62,17 @@ pub struct ServeConfig {
     pub worker_queues: Option<PathBuf>,
     /// How often the refresh query runs.
     pub refresh_interval: Duration,
+    /// Upper bound of the refresh's duty cycle, in (0, 1].
+    pub refresh_max_duty_cycle: f64,
     /// How old the last good snapshot may be.
     pub max_staleness: Duration,
     /// TLS of the gRPC port.
     pub tls: Option<TlsFiles>,
-    /// How long in-flight calls get after SIGTERM.
+    /// Connection limits of the gRPC port.
+    pub limits: ConnLimits,
+    /// How long the listeners keep serving, readiness off, after SIGTERM.
+    pub drain_delay: Duration,
+    /// How long in-flight calls get once the listeners stop.
     pub shutdown_grace: Duration,
     /// The database.
     pub db: DbConfig,

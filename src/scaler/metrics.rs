@@ -1,6 +1,10 @@
 //! The scaler's Prometheus metrics. Label values come only from bounded sets: RPC method names
 //! and gRPC codes (fixed lists), refresh error kinds (fixed list) and the worker queues declared
 //! in the worker-queue file (never from trigger metadata, which any ScaledObject can invent).
+//!
+//! The snapshot's numbers (`queued_tasks`, `running_tasks`, `desired_workers`, `parallelism`)
+//! are exposed only while the snapshot is fresh: while `ready` is 0 they are absent, so a
+//! dashboard cannot show stale numbers as live (Prometheus marks the series stale).
 
 use std::{
     sync::{Arc, Mutex, atomic::AtomicU64},
@@ -160,6 +164,12 @@ impl WorkerGauges {
     }
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    what: &'static str,
+    result: &'static str,
+}
+
 fn rpc_latency_histogram() -> Histogram {
     // 50 µs … ~0.8 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 15))
@@ -179,6 +189,8 @@ pub struct Metrics {
 #[derive(Debug)]
 struct Inner {
     registry: Registry,
+    /// The snapshot's numbers, encoded only while the snapshot is fresh.
+    live: Registry,
     queued: Family<QueueLabels, Gauge>,
     running: Family<QueueLabels, Gauge>,
     desired: Family<QueueLabels, Gauge>,
@@ -191,6 +203,9 @@ struct Inner {
     rpc_latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
     open_streams: Family<MethodLabels, Gauge>,
     workers: WorkerGauges,
+    refresh_interval: Gauge<f64, AtomicU64>,
+    tls_refused: Counter,
+    tls_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -202,6 +217,9 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("airflow_keda_scaler");
+        let mut live = Registry::with_prefix("airflow_keda_scaler");
+        let refresh_interval = Gauge::<f64, AtomicU64>::default();
+        let tls_refused = Counter::default();
         let queued = Family::<QueueLabels, Gauge>::default();
         let running = Family::<QueueLabels, Gauge>::default();
         let desired = Family::<QueueLabels, Gauge>::default();
@@ -214,22 +232,23 @@ impl Metrics {
         let rpc_latency: Family<MethodLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(rpc_latency_histogram);
         let open_streams = Family::<MethodLabels, Gauge>::default();
-        registry.register(
+        let tls_reloads = Family::<ReloadLabels, Counter>::default();
+        live.register(
             "queued_tasks",
             "Queued task instances per declared worker queue (latest snapshot)",
             queued.clone(),
         );
-        registry.register(
+        live.register(
             "running_tasks",
             "Running task instances per declared worker queue (latest snapshot)",
             running.clone(),
         );
-        registry.register(
+        live.register(
             "desired_workers",
             "clamp(ceil((queued + running) / maxTasksPerWorker), min, max) per declared worker queue",
             desired.clone(),
         );
-        registry.register(
+        live.register(
             "parallelism",
             "The [core] parallelism to set: (sum of maxWorkers) x (sum of maxTasksPerWorker) over \
              declared worker queues (--parallelism-mode ready: ready workers instead of maxWorkers)",
@@ -268,10 +287,31 @@ impl Metrics {
         );
         let workers = WorkerGauges::default();
         workers.register(&mut registry);
+        registry.register(
+            "refresh_interval_effective_seconds",
+            "Start-to-start time of refreshes: --refresh-interval, stretched while the query \
+             takes more than --refresh-max-duty-cycle of it",
+            refresh_interval.clone(),
+        );
+        registry.register(
+            "tls_handshakes_refused",
+            "TLS handshakes on the gRPC port that failed or timed out (e.g. a client without a \
+             certificate the client CA signed)",
+            tls_refused.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "Changes of the gRPC TLS files seen by the reloader, by file (certificate, client_ca) \
+             and result (applied; rejected: invalid, the previous one is kept; unreadable)",
+            tls_reloads.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 workers,
                 registry,
+                live,
+                refresh_interval,
+                tls_refused,
                 queued,
                 running,
                 desired,
@@ -283,8 +323,26 @@ impl Metrics {
                 rpcs,
                 rpc_latency,
                 open_streams,
+                tls_reloads,
             }),
         }
+    }
+
+    /// Records what the TLS reloader did with a changed file: `what` is `certificate` or
+    /// `client_ca`, `result` `applied`, `rejected` or `unreadable`.
+    pub fn tls_reload(&self, what: &'static str, result: &'static str) {
+        self.inner
+            .tls_reloads
+            .get_or_create(&ReloadLabels { what, result })
+            .inc();
+    }
+
+    /// How many times the reloader reported `what` / `result` (tests and the demo wait on it).
+    pub fn tls_reloads(&self, what: &'static str, result: &'static str) -> u64 {
+        self.inner
+            .tls_reloads
+            .get_or_create(&ReloadLabels { what, result })
+            .get()
     }
 
     /// Records one finished RPC.
@@ -333,6 +391,16 @@ impl Metrics {
             c.get_or_create(&ResultLabels { result: "error" })
                 .inc_by(failed);
         }
+    }
+
+    /// Records the effective refresh interval.
+    pub fn refresh_interval(&self, interval: Duration) {
+        self.inner.refresh_interval.set(interval.as_secs_f64());
+    }
+
+    /// The counter of refused TLS handshakes (handed to the TLS acceptor).
+    pub fn tls_refused(&self) -> Counter {
+        self.inner.tls_refused.clone()
     }
 
     pub fn refresh_failed(&self, kind: &'static str) {
@@ -387,9 +455,16 @@ impl Metrics {
         declared: &WorkerQueues,
         max_staleness: Duration,
     ) -> String {
-        self.observe_snapshot(&store.current(), declared, max_staleness);
+        let published = store.current();
+        self.observe_snapshot(&published, declared, max_staleness);
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.inner.registry).is_err() {
+        if prometheus_client::encoding::text::encode_registry(&mut out, &self.inner.registry)
+            .is_err()
+            || (published.fresh(max_staleness).is_ok()
+                && prometheus_client::encoding::text::encode_registry(&mut out, &self.inner.live)
+                    .is_err())
+            || prometheus_client::encoding::text::encode_eof(&mut out).is_err()
+        {
             out.clear();
         }
         out
@@ -404,13 +479,14 @@ pub struct AdminMetrics {
     pub declared: Arc<WorkerQueues>,
     pub metrics: Metrics,
     pub max_staleness: Duration,
-    pub shutdown: CancellationToken,
+    /// Cancelled when the process starts draining (readiness off).
+    pub draining: CancellationToken,
 }
 
 impl AdminView for AdminMetrics {
     fn readiness(&self) -> Result<String, String> {
-        if self.shutdown.is_cancelled() {
-            return Err("shutting down\n".to_string());
+        if self.draining.is_cancelled() {
+            return Err("shutting down: draining\n".to_string());
         }
         match self.store.current().fresh(self.max_staleness) {
             Ok(_) => Ok("ok\n".to_string()),
@@ -470,7 +546,7 @@ mod tests {
     use crate::scaler::snapshot::{AirflowSchema, QueueCount, Snapshot, TaskState};
 
     #[test]
-    fn exposition_has_bounded_labels() {
+    fn exposition_reports_declared_queues_rpcs_and_streams() {
         let m = Metrics::new();
         let declared = WorkerQueues::parse(
             "workerQueues:\n  - name: default\n  - name: ml\n    queues: [ml]\n",
@@ -507,6 +583,88 @@ mod tests {
         drop(guard);
         let text = m.encode(&store, &declared, Duration::from_secs(30));
         assert!(text.contains("airflow_keda_scaler_open_streams{method=\"StreamIsActive\"} 0"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+
+        // Stale: the snapshot's numbers are gone, not shown as live.
+        let text = m.encode(&store, &declared, Duration::ZERO);
+        assert!(text.contains("airflow_keda_scaler_ready 0"), "{text}");
+        for gone in [
+            "queued_tasks",
+            "running_tasks",
+            "desired_workers",
+            "parallelism",
+        ] {
+            assert!(
+                !text.contains(gone),
+                "{gone} still shown while stale:\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// Every label value comes from a fixed set or the worker-queue file, whatever the database
+    /// holds: a snapshot with a thousand Airflow queues nobody declared adds no series.
+    #[test]
+    fn labels_stay_bounded_whatever_the_snapshot_holds() {
+        let m = Metrics::new();
+        let declared = WorkerQueues::parse(
+            "workerQueues:\n  - name: default\n  - name: ml\n    queues: [ml]\n",
+        )
+        .unwrap();
+        let store = SnapshotStore::new();
+        let counts = (0..1000)
+            .map(|i| {
+                QueueCount::new(
+                    &format!("invented-{i}"),
+                    TaskState::Queued,
+                    Some(&format!("Executor{i}")),
+                    1,
+                )
+            })
+            .collect();
+        store.publish(Snapshot::new(AirflowSchema::Airflow3, counts));
+        for code in [tonic::Code::Ok, tonic::Code::InvalidArgument] {
+            m.rpc("GetMetrics", code, Duration::from_micros(10));
+        }
+        m.refresh_failed("connect");
+        m.tls_reload("certificate", "rejected");
+        let text = m.encode(&store, &declared, Duration::from_secs(30));
+        let worker_queues = ["default", "ml"];
+        let methods = [
+            "IsActive",
+            "StreamIsActive",
+            "GetMetricSpec",
+            "GetMetrics",
+            "StreamMetricSpec",
+        ];
+        let mut series = 0;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((_, labels)) = line.split_once('{') else {
+                continue;
+            };
+            let labels = labels.split('}').next().unwrap();
+            for pair in labels.split(',') {
+                let (key, value) = pair.split_once('=').unwrap();
+                let value = value.trim_matches('"');
+                let allowed = match key {
+                    "worker_queue" => worker_queues.contains(&value),
+                    "method" => methods.contains(&value),
+                    "code" => value == "ok" || value == "invalid_argument",
+                    "kind" => value == "connect",
+                    "what" => value == "certificate",
+                    "result" => value == "rejected",
+                    "le" => true,
+                    _ => false,
+                };
+                assert!(allowed, "label {key}={value} in {line}");
+            }
+            series += 1;
+        }
+        assert!(!text.contains("invented"), "{text}");
+        // queued/running/desired for 2 worker queues, 2 rpc counters, a histogram, 1 error kind,
+        // 1 reload: a few dozen series, not thousands.
+        assert!(series < 60, "{series} series:\n{text}");
     }
 
     #[test]

@@ -36,7 +36,7 @@ use self::{
 };
 use crate::runtime::{
     admin,
-    shutdown::{self, Drain},
+    shutdown::{self, Drain, DrainTimes},
     tasks::{Supervisor, TaskError},
 };
 
@@ -53,7 +53,10 @@ pub enum ScalerError {
     #[error(transparent)]
     Grpc(#[from] GrpcError),
     /// The admin port could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr}: {source}{}",
+        crate::runtime::listen_hint(source)
+    )]
     AdminBind {
         /// The address.
         addr: SocketAddr,
@@ -82,6 +85,8 @@ pub struct ScalerConfig {
     pub admin_addr: Option<SocketAddr>,
     pub declared: WorkerQueues,
     pub refresh_interval: Duration,
+    /// Upper bound of the refresh's duty cycle (share of wall time spent querying), in (0, 1].
+    pub refresh_max_duty_cycle: f64,
     pub db: DbConfig,
 }
 
@@ -95,10 +100,12 @@ impl ScalerConfig {
                 max_staleness: serve.max_staleness,
                 tls: serve.tls.clone(),
                 metrics: Metrics::new(),
+                limits: serve.limits,
             },
             admin_addr: Some(serve.admin_addr),
             declared: load_worker_queues(serve.worker_queues.as_deref())?,
             refresh_interval: serve.refresh_interval,
+            refresh_max_duty_cycle: serve.refresh_max_duty_cycle,
             db: serve.db.clone(),
         })
     }
@@ -120,6 +127,8 @@ pub struct Scaler {
     pub admin_addr: Option<SocketAddr>,
     pub store: SnapshotStore,
     pub shutdown: CancellationToken,
+    /// Cancelled first on shutdown: readiness NOT_SERVING while the listeners keep serving.
+    pub draining: CancellationToken,
     tasks: Supervisor,
 }
 
@@ -140,17 +149,36 @@ impl Scaler {
             refresh_interval = ?config.refresh_interval,
             "starting scaler"
         );
+        if config.grpc.max_staleness < config.db.database_timeout {
+            tracing::warn!(
+                max_staleness = ?config.grpc.max_staleness,
+                database_timeout = ?config.db.database_timeout,
+                "--max-staleness is shorter than --database-timeout: one slow refresh makes every \
+                 RPC answer UNAVAILABLE before the query has even failed"
+            );
+        }
+        if config.db.pgbouncer {
+            tracing::warn!(
+                "--pgbouncer (AIRFLOW_KEDA_SCALER_PGBOUNCER) has no effect and is deprecated: \
+                 the scaler works behind PgBouncer in any pooling mode without a setting"
+            );
+        }
+        let draining = shutdown::draining_token(&shutdown);
         let tasks = Supervisor::new(shutdown.clone());
         let store = SnapshotStore::new();
         let refresh_metrics = config.grpc.metrics.clone();
         let refresh = refresher::run_observed(
             db,
             store.clone(),
-            config.refresh_interval,
+            refresher::Pace::new(config.refresh_interval, config.refresh_max_duty_cycle)
+                .with_ceiling(config.grpc.max_staleness / 2),
             shutdown.clone(),
-            move |stats| match stats.error_kind {
-                None => refresh_metrics.refresh_ok(stats.duration),
-                Some(kind) => refresh_metrics.refresh_failed(kind),
+            move |stats| {
+                refresh_metrics.refresh_interval(stats.next_in);
+                match stats.error_kind {
+                    None => refresh_metrics.refresh_ok(stats.duration),
+                    Some(kind) => refresh_metrics.refresh_failed(kind),
+                }
             },
         );
         tasks.critical("refresher", async move {
@@ -160,8 +188,14 @@ impl Scaler {
         let declared = Arc::new(config.declared);
         let metrics = config.grpc.metrics.clone();
         let max_staleness = config.grpc.max_staleness;
-        let started =
-            GrpcServers::start(config.grpc, Arc::clone(&declared), store.clone(), &tasks).await;
+        let started = GrpcServers::start(
+            config.grpc,
+            Arc::clone(&declared),
+            store.clone(),
+            &tasks,
+            draining.clone(),
+        )
+        .await;
         let servers = match started {
             Ok(s) => s,
             Err(e) => {
@@ -177,7 +211,7 @@ impl Scaler {
                 declared,
                 metrics,
                 max_staleness,
-                shutdown: shutdown.clone(),
+                draining: draining.clone(),
             };
             match admin::start(addr, Arc::new(view), &tasks).await {
                 Ok(bound) => admin_addr = Some(bound),
@@ -195,6 +229,7 @@ impl Scaler {
             admin_addr,
             store,
             shutdown,
+            draining,
             tasks,
         })
     }
@@ -212,9 +247,9 @@ impl Scaler {
     }
 }
 
-/// `serve`: runs the scaler until SIGTERM/SIGINT, then drains within the shutdown grace (a
-/// second signal exits at once). Returns how the drain ended; a critical task that stopped is
-/// an error.
+/// `serve`: runs the scaler until SIGTERM/SIGINT, then turns readiness off, keeps serving for
+/// the drain delay and drains within the shutdown grace (a second signal exits at once; see
+/// [`shutdown`]). Returns how the drain ended; a critical task that stopped is an error.
 pub async fn serve(config: &ServeConfig) -> Result<Drain, ScalerError> {
     let scaler_config = ScalerConfig::load(config)?;
     let token = CancellationToken::new();
@@ -242,7 +277,11 @@ pub async fn serve(config: &ServeConfig) -> Result<Drain, ScalerError> {
             return Err(e.into());
         }
     }
-    let drain = shutdown::run_until_signal(token, config.shutdown_grace, async {
+    let times = DrainTimes {
+        delay: config.drain_delay,
+        grace: config.shutdown_grace,
+    };
+    let drain = shutdown::run_until_signal(token, scaler.draining.clone(), times, async {
         let _ = tasks.wait().await;
     })
     .await;

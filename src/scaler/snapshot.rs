@@ -236,11 +236,14 @@ pub enum StaleError {
 impl Published {
     /// The latest snapshot if it is younger than `max_staleness`, else why not.
     pub fn fresh(&self, max_staleness: Duration) -> Result<Arc<Snapshot>, StaleError> {
-        let reason = || {
-            self.last_error
-                .as_deref()
-                .unwrap_or("the first refresh has not finished")
-                .to_string()
+        // Say what is true: a failure if the latest refresh failed; otherwise no refresh has
+        // finished since the latest snapshot (a query still running, up to --database-timeout).
+        let reason = || match (&self.last_error, &self.latest) {
+            (Some(e), _) => e.to_string(),
+            (None, None) => "the first refresh has not finished".to_string(),
+            (None, Some(_)) => "no refresh has finished since (the query still running may take \
+                                up to --database-timeout)"
+                .to_string(),
         };
         match &self.latest {
             None => Err(StaleError::NoSnapshot { reason: reason() }),
@@ -396,6 +399,20 @@ mod tests {
         let all = snap.totals();
         assert_eq!((all.scheduled, all.queued, all.running), (4, 0, 26));
         assert_eq!(row("q", Running, None, 1).on_host("").hostname, None);
+    }
+
+    #[test]
+    fn a_stale_snapshot_after_good_refreshes_does_not_claim_the_first_refresh_is_pending() {
+        let store = SnapshotStore::new();
+        store.publish(sample(AirflowSchema::Airflow3));
+        let err = store
+            .current()
+            .fresh(Duration::ZERO)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("first refresh"), "{err}");
+        assert!(err.contains("no refresh has finished since"), "{err}");
+        assert!(err.contains("--database-timeout"), "{err}");
     }
 
     #[test]

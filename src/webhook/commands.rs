@@ -1,9 +1,9 @@
 //! The admin commands: `validate-policy` and `mutate`. Both run offline and write to any
 //! `io::Write`, so they are tested without a process.
 //!
-//! Exit codes: `validate-policy` 0 = valid, 1 = problems found; `mutate` 0 = admitted (with or
-//! without changes), 3 = denied. Errors (unreadable files, invalid policy for `mutate`) are
-//! returned as [`CommandError`].
+//! Exit codes (the binary's, [`crate::cli::exit`]): `validate-policy` 0 = valid, 3 = problems
+//! found; `mutate` 0 = admitted (with or without changes), 5 = denied. Errors (unreadable files:
+//! 4, invalid policy for `mutate`: 3) are returned as [`CommandError`].
 
 use std::{
     io::Write,
@@ -20,7 +20,7 @@ use super::{
 };
 
 /// Exit code of `mutate` when the webhook would deny the pod.
-pub const EXIT_DENIED: u8 = 3;
+pub const EXIT_DENIED: u8 = crate::cli::exit::DENIED;
 
 /// Output format of [`mutate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub enum CommandError {
     Encode(String),
 }
 
-/// `validate-policy FILE`: prints every problem with its path; exit 1 when there are any.
+/// `validate-policy FILE`: prints every problem with its path; exit 3 when there are any.
 pub fn validate_policy(file: &Path, out: &mut impl Write) -> Result<ExitCode, CommandError> {
     let path = file;
     let file = path.display();
@@ -130,7 +130,7 @@ pub fn validate_policy(file: &Path, out: &mut impl Write) -> Result<ExitCode, Co
             for p in &problems {
                 writeln!(out, "  {p}")?;
             }
-            Ok(ExitCode::from(1))
+            Ok(ExitCode::from(crate::cli::exit::INVALID))
         }
         Err(e) => Err(e.into()),
     }

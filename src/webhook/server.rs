@@ -3,7 +3,13 @@
 //! `/readyz` and `/metrics`. Every task runs under a [`Supervisor`].
 //!
 //! Handlers are thin adapters over [`review::handle`]. Readiness holds only after both ports
-//! are bound and a certificate and a policy are loaded; it drops as soon as shutdown starts.
+//! are bound and a certificate and a policy are loaded; it drops as soon as shutdown starts,
+//! while both ports keep serving for the drain delay ([`runtime::shutdown`]).
+//!
+//! Edges: a request whose declared `Content-Length` is over `--max-body-bytes` gets 413 before
+//! its body is read; at most `--max-in-flight` reviews are read and decoded at once (the others
+//! wait with their body unread), which bounds memory whatever the number of clients; HTTPS
+//! connections follow the shared [`runtime::conn`] limits.
 
 use std::{
     net::SocketAddr,
@@ -38,8 +44,9 @@ use tower_http::timeout::TimeoutLayer;
 use crate::runtime::{
     self,
     admin::{self, AdminView},
+    conn::ConnLimits,
     reload::{Poll, Watched},
-    shutdown::{self, Drain},
+    shutdown::{self, Drain, DrainTimes},
     tasks::{Supervisor, TaskError},
     tls::{self, CertStore, TlsError},
 };
@@ -54,7 +61,10 @@ use super::{
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// A port could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr}: {source}{}",
+        crate::runtime::listen_hint(source)
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -103,6 +113,8 @@ pub struct WebhookConfig {
     pub max_body_bytes: usize,
     /// Time allowed per request (and per TLS handshake).
     pub request_timeout: Duration,
+    /// Reviews read and decoded at once; more wait with their body unread.
+    pub max_in_flight: usize,
 }
 
 /// The policy in force; swapped by the reloader.
@@ -164,6 +176,8 @@ pub struct RunningWebhook {
     pub admin_addr: SocketAddr,
     /// Shared state (readiness, policy, certificate).
     pub state: Arc<AppState>,
+    /// Cancelled first on shutdown: readiness off while both ports still serve.
+    pub draining: CancellationToken,
     tasks: Supervisor,
 }
 
@@ -242,6 +256,7 @@ pub async fn start(
     }
 
     let tls_config = Arc::new(tls::server_config(state.certs.clone())?);
+    let draining = shutdown::draining_token(&shutdown);
     let tasks = Supervisor::new(shutdown.clone());
 
     // Reloader.
@@ -268,10 +283,10 @@ pub async fn start(
         });
     }
 
-    // Readiness drops as soon as shutdown starts.
+    // Readiness drops as soon as the drain starts.
     {
         let state = state.clone();
-        let token = shutdown.clone();
+        let token = draining.clone();
         tasks.helper("webhook readiness", async move {
             token.cancelled().await;
             state.stopping.store(true, Ordering::Relaxed);
@@ -298,18 +313,19 @@ pub async fn start(
         addr,
         admin_addr,
         state,
+        draining,
         tasks,
     })
 }
 
-/// Runs the webhook until SIGTERM / SIGINT, then drains within `shutdown_grace`. Exit code 0
-/// after a clean drain, 1 otherwise (grace expired, second signal, or a critical task that
-/// stopped).
-pub async fn run(config: WebhookConfig, shutdown_grace: Duration) -> Result<ExitCode, ServerError> {
+/// Runs the webhook until SIGTERM / SIGINT, then turns readiness off, keeps serving for the
+/// drain delay and drains within the grace period. Exit code 0 after a clean drain, 1
+/// otherwise (grace expired, second signal, or a critical task that stopped).
+pub async fn run(config: WebhookConfig, times: DrainTimes) -> Result<ExitCode, ServerError> {
     let token = CancellationToken::new();
     let server = start(config, token.clone()).await?;
     let tasks = server.tasks.clone();
-    let drain = shutdown::run_until_signal(token, shutdown_grace, async {
+    let drain = shutdown::run_until_signal(token, server.draining.clone(), times, async {
         let _ = tasks.wait().await;
     })
     .await;
@@ -418,14 +434,58 @@ async fn reload_cert(state: &AppState, watched: &mut Watched) {
 }
 
 fn mutate_router(state: Arc<AppState>, config: &WebhookConfig) -> Router {
+    let max_body = config.max_body_bytes;
+    // Outermost first: the timeout covers the wait for a slot; the Content-Length check
+    // answers before waiting; the slot is held while the body is read and the review decoded.
     Router::new()
         .route("/mutate", post(mutate_handler))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            config.max_in_flight.max(1),
+        ))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                match declared_length(&request) {
+                    Some(len) if len > max_body => {
+                        tracing::warn!(
+                            content_length = len,
+                            limit = max_body,
+                            "admission review rejected: body over --max-body-bytes"
+                        );
+                        (
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!(
+                                "request body of {len} bytes is over the limit of {max_body}\n"
+                            ),
+                        )
+                            .into_response()
+                    }
+                    _ => next.run(request).await,
+                }
+            },
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ))
         .with_state(state)
+}
+
+/// Bytes a connection reads ahead of the handler (HTTP/1 buffer, HTTP/2 flow-control windows).
+const READ_AHEAD: u32 = 64 * 1024;
+/// Concurrent HTTP/2 streams per connection (the API server sends one review per stream).
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+
+/// The request's declared `Content-Length`, if any.
+fn declared_length(request: &axum::extract::Request) -> Option<usize> {
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 async fn mutate_handler(
@@ -503,17 +563,33 @@ async fn serve_https(
     timeout: Duration,
 ) -> Result<(), std::convert::Infallible> {
     let shutdown = tasks.shutdown().clone();
-    let mut incoming =
-        runtime::tls::acceptor::incoming(listener, acceptor, timeout, shutdown.clone());
+    let mut incoming = runtime::tls::acceptor::incoming(
+        listener,
+        acceptor,
+        timeout,
+        ConnLimits::default(),
+        prometheus_client::metrics::counter::Counter::default(),
+        shutdown.clone(),
+    );
     while let Some((tls, peer)) = incoming.next().await {
         let router = router.clone();
         let shutdown = shutdown.clone();
         tasks.helper("webhook connection", async move {
             let mut builder = auto::Builder::new(TokioExecutor::new());
+            // A request waiting for an in-flight slot holds what the server read ahead of its
+            // body: keep that small (HTTP/2's own default window, a 64 KiB HTTP/1 buffer), so
+            // the wait costs memory per connection, not per body.
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(timeout);
+                .header_read_timeout(timeout)
+                .max_buf_size(READ_AHEAD as usize);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .initial_stream_window_size(READ_AHEAD)
+                .initial_connection_window_size(READ_AHEAD)
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
             let conn =
                 builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
             tokio::pin!(conn);

@@ -6,6 +6,7 @@ Run through `.ci/chart-check.sh`, which installs the pinned tools.
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import json
@@ -149,12 +150,23 @@ UNVENDORED_KINDS = {
 # ------------------------------------------------------------------ fake API server for `lookup`
 
 
+def airflow_metadata_secret(name: str = "airflow-metadata", key: str = "connection") -> Manifest:
+    """The Secret the Apache Airflow chart makes for its metadata database URL."""
+    url = base64.b64encode(b"postgresql://airflow:airflow@airflow-postgresql:5432/airflow").decode()
+    return {"metadata": {"name": name, "namespace": NAMESPACE}, "type": "Opaque", "data": {key: url}}
+
+
 class FakeKubeApi:
     """A minimal Kubernetes API server on 127.0.0.1 serving only core/v1 Secrets, enough for
     Helm's `lookup` (discovery of /api/v1, then GET of one Secret). Unknown objects are 404,
     like a real cluster. Requests are recorded."""
 
-    def __init__(self, secrets: list[Manifest]):
+    def __init__(self, secrets: list[Manifest], airflow_installed: bool = True):
+        """`airflow_installed`: the cluster also holds the Apache Airflow chart's metadata Secret
+        (`airflow-metadata`, key `connection`) in the release namespace, as after an Airflow
+        install; the chart refuses to install without the Secret it reads the URL from."""
+        if airflow_installed:
+            secrets = [airflow_metadata_secret(), *secrets]
         self.secrets = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in secrets}
         self.requests: list[str] = []
         api = self
@@ -196,6 +208,11 @@ class FakeKubeApi:
                             ],
                         },
                     )
+                elif len(parts) == 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "secrets":
+                    items = [
+                        {"apiVersion": "v1", "kind": "Secret", **v} for (ns, _), v in api.secrets.items() if ns == parts[3]
+                    ]
+                    self._send(200, {"apiVersion": "v1", "kind": "SecretList", "metadata": {}, "items": items})
                 elif len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "secrets":
                     secret = api.secrets.get((parts[3], parts[5]))
                     if secret is not None:

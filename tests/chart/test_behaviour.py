@@ -326,7 +326,6 @@ def test_database_url_comes_from_a_secret(value_set, env, secret, key):
                 "AIRFLOW_KEDA_SCALER_WORKER_QUEUES": f"{CONFIG_DIR}/worker-queues.yaml",
                 "AIRFLOW_KEDA_SCALER_DATABASE_TIMEOUT": "5s",
                 "AIRFLOW_KEDA_SCALER_DATABASE_SCHEMA": "airflow",
-                "AIRFLOW_KEDA_SCALER_PGBOUNCER": "true",
                 "AIRFLOW_KEDA_SCALER_DATABASE_PASSWORD_FILE": f"{CONFIG_DIR}/database/password",
             },
         ),
@@ -536,7 +535,7 @@ def test_webhook_deployment_contract():
     deployment = one(docs, "Deployment", WEBHOOK)
     c = container(deployment)
     expected = {
-        "--addr": "0.0.0.0:8443",
+        "--https-addr": "0.0.0.0:8443",
         "--admin-addr": "0.0.0.0:8080",
         "--tls-cert": f"{CONFIG_DIR}/tls/tls.crt",
         "--tls-key": f"{CONFIG_DIR}/tls/tls.key",

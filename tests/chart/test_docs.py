@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import yaml
-from chart_helpers import CHART, REPO
+from chart_helpers import CHART, REPO, render
 
 README = (CHART / "README.md").read_text()
 DOCUMENTED = set(re.findall(r"^\| `([^`]+)` \|", README, re.M))
@@ -75,3 +75,15 @@ def test_values_table_rows_have_three_non_empty_cells():
         if len(cells) != 3 or not all(cells):
             broken.append(row[:80])
     assert broken == []
+
+
+def test_helm_quick_start_values_render_the_worker_sets_it_names():
+    text = (REPO / "docs" / "helm.md").read_text()
+    block = re.search(r"```yaml\n(# scaler-values\.yaml\n.*?)```", text, re.S)
+    assert block, "docs/helm.md has no scaler-values.yaml block"
+    docs = render(yaml.safe_load(block.group(1)))
+    targets = sorted(d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "ScaledObject")
+    assert targets == ["airflow-worker", "airflow-worker-high-cpu"]
+    # The Airflow chart's values shown next to it keep that chart's own KEDA object off.
+    airflow = re.search(r"```yaml\n(# airflow-values\.yaml.*?)```", text, re.S)
+    assert airflow and yaml.safe_load(airflow.group(1))["workers"]["celery"]["keda"] == {"enabled": False}

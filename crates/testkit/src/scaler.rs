@@ -47,10 +47,12 @@ pub async fn start(url: &str, refresh: Duration, max_staleness: Duration) -> Run
             max_staleness,
             tls: None,
             metrics: Metrics::new(),
+            limits: Default::default(),
         },
         admin_addr: None,
         declared: WorkerQueues::parse(WORKER_QUEUES).unwrap(),
         refresh_interval: refresh,
+        refresh_max_duty_cycle: 1.0,
         db: db_config(url),
     };
     let scaler = Scaler::start(config, CancellationToken::new())

@@ -1,62 +1,70 @@
 //! The one TLS accept loop, used by the scaler's gRPC port and the webhook's HTTPS port.
 //!
-//! TCP connections are accepted (with `TCP_NODELAY`: without it, Nagle's algorithm meets the
-//! client's delayed ACK and adds ~40 ms stalls), each handshake runs in its own task bounded by
-//! a timeout, so a slow client cannot hold up others, and only completed handshakes are
-//! yielded. Failed handshakes are logged at debug level and dropped: a client without a valid
-//! certificate never reaches a service. A failed `accept` (e.g. out of file descriptors) is
-//! logged and retried after a short pause instead of spinning.
+//! TCP connections are accepted under the listener's [`ConnLimits`] (a cap on open connections,
+//! an idle timeout, back-off after a failed `accept`: see [`crate::runtime::conn`]); each
+//! handshake runs in its own task bounded by a timeout, so a slow client cannot hold up others,
+//! and only completed handshakes are yielded. Failed handshakes are logged at debug level,
+//! counted in `refused` and dropped: a client without a valid certificate never reaches a
+//! service.
 
 use std::time::Duration;
 
 use futures::Stream;
+use prometheus_client::metrics::counter::Counter;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{Semaphore, mpsc},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-/// Pause after a failed `accept`.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+use crate::runtime::conn::{self, ConnLimits, Limited};
+
+/// A TLS connection under its listener's limits.
+pub type TlsConn = Limited<TlsStream<TcpStream>>;
 
 /// Accepts connections on `listener` until `shutdown` (or until the stream is dropped) and
 /// yields those whose TLS handshake completes within `handshake_timeout`, with the peer's
-/// address.
+/// address. `refused` counts the handshakes that failed or timed out.
 pub fn incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
+    limits: ConnLimits,
+    refused: Counter,
     shutdown: CancellationToken,
-) -> impl Stream<Item = (TlsStream<TcpStream>, std::net::SocketAddr)> + use<> {
+) -> impl Stream<Item = (TlsConn, std::net::SocketAddr)> + use<> {
     let (tx, rx) = mpsc::channel(64);
     let handshakes = TaskTracker::new();
+    let cap = std::sync::Arc::new(Semaphore::new(
+        limits.effective_max_connections(conn::open_files_limit(), 1),
+    ));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
-                () = shutdown.cancelled() => break,
                 () = tx.closed() => break,
-                a = listener.accept() => a,
+                a = conn::accept(&listener, &cap, &limits, &shutdown) => a,
             };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
+            let Some((tcp, peer)) = accepted else { break };
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let refused = refused.clone();
             handshakes.spawn(async move {
+                let idle = limits.idle_timeout;
+                let (tcp, permit) = tcp.into_parts();
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send((stream, peer)).await;
+                        let _ = tx.send((Limited::new(stream, idle, permit), peer)).await;
                     }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    Ok(Err(e)) => {
+                        refused.inc();
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        refused.inc();
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                    }
                 }
             });
         }

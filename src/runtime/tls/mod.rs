@@ -25,6 +25,14 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 /// Why a certificate could not be loaded or TLS set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A certificate, key or CA file cannot be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// What the system said.
+        reason: String,
+    },
     /// No certificate in the PEM.
     #[error("no PEM certificate found in {0}")]
     NoCertificate(String),

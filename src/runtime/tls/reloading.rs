@@ -10,8 +10,8 @@ use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use futures::Stream;
 use rustls::server::danger::ClientCertVerifier;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -55,8 +55,8 @@ impl fmt::Debug for ReloadingTls {
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| TlsError::Pem {
-        what: path.display().to_string(),
+    std::fs::read(path).map_err(|e| TlsError::Read {
+        path: path.display().to_string(),
         reason: e.to_string(),
     })
 }
@@ -106,11 +106,17 @@ impl ReloadingTls {
     }
 
     /// Polls the files every `reload_interval` until `shutdown`; swaps what changed and is
-    /// valid. To be spawned (it runs until shutdown).
-    pub fn reloader(
+    /// valid. To be spawned (it runs until shutdown). Every change it sees is reported to
+    /// `observe` (`what`: `certificate` or `client_ca`; `result`: `applied`, `rejected` or
+    /// `unreadable`), besides the log line: metrics count them, tests wait on them.
+    pub fn reloader<F>(
         &self,
         shutdown: CancellationToken,
-    ) -> impl Future<Output = ()> + Send + 'static + use<> {
+        observe: F,
+    ) -> impl Future<Output = ()> + Send + 'static + use<F>
+    where
+        F: Fn(&'static str, &'static str) + Send + 'static,
+    {
         let files = self.files.clone();
         let certs = Arc::clone(&self.certs);
         let clients = self.clients.clone();
@@ -145,14 +151,17 @@ impl ReloadingTls {
                             Ok(key) => {
                                 certs.set(key);
                                 tracing::info!(cert = %cert_name, "{label} TLS certificate reloaded");
+                                observe("certificate", "applied");
                             }
                             Err(e) => {
-                                tracing::warn!(error = %e, "new {label} TLS certificate rejected; keeping the previous one")
+                                tracing::warn!(error = %e, "new {label} TLS certificate rejected; keeping the previous one");
+                                observe("certificate", "rejected");
                             }
                         }
                     }
                     Poll::Failed(e) => {
-                        tracing::warn!(error = %e, "cannot read the {label} TLS certificate; keeping the previous one")
+                        tracing::warn!(error = %e, "cannot read the {label} TLS certificate; keeping the previous one");
+                        observe("certificate", "unreadable");
                     }
                     _ => {}
                 }
@@ -164,14 +173,17 @@ impl ReloadingTls {
                                 Ok(v) => {
                                     verifier.set(v);
                                     tracing::info!(client_ca = %name, "{label} client CA reloaded");
+                                    observe("client_ca", "applied");
                                 }
                                 Err(e) => {
-                                    tracing::warn!(error = %e, "new {label} client CA rejected; keeping the previous one")
+                                    tracing::warn!(error = %e, "new {label} client CA rejected; keeping the previous one");
+                                    observe("client_ca", "rejected");
                                 }
                             }
                         }
                         Poll::Failed(e) => {
-                            tracing::warn!(error = %e, "cannot read the {label} client CA; keeping the previous one")
+                            tracing::warn!(error = %e, "cannot read the {label} client CA; keeping the previous one");
+                            observe("client_ca", "unreadable");
                         }
                         _ => {}
                     }
@@ -180,12 +192,22 @@ impl ReloadingTls {
         }
     }
 
-    /// The TLS connections completed on `listener` (see [`acceptor::incoming`]).
+    /// The TLS connections completed on `listener` under `limits` (see
+    /// [`acceptor::incoming`]); `refused` counts failed handshakes.
     pub fn incoming(
         &self,
         listener: TcpListener,
+        limits: crate::runtime::conn::ConnLimits,
+        refused: prometheus_client::metrics::counter::Counter,
         shutdown: CancellationToken,
-    ) -> impl Stream<Item = (TlsStream<TcpStream>, std::net::SocketAddr)> + use<> {
-        acceptor::incoming(listener, self.acceptor.clone(), HANDSHAKE_TIMEOUT, shutdown)
+    ) -> impl Stream<Item = (acceptor::TlsConn, std::net::SocketAddr)> + use<> {
+        acceptor::incoming(
+            listener,
+            self.acceptor.clone(),
+            HANDSHAKE_TIMEOUT,
+            limits,
+            refused,
+            shutdown,
+        )
     }
 }

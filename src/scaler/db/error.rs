@@ -9,6 +9,16 @@ pub enum DbError {
     /// The URL or another setting is wrong; retrying will not help.
     #[error("database configuration: {0}")]
     Config(String),
+    /// A file the configuration names cannot be read (`--database-password-file`).
+    #[error("cannot read {what} {path}: {reason}")]
+    Unreadable {
+        /// Which setting names the file.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// What the system said.
+        reason: String,
+    },
     /// No connection could be opened, or the open one broke.
     #[error("cannot connect to {url}: {reason}")]
     Connect {
@@ -50,7 +60,7 @@ impl DbError {
     /// `not_airflow`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Config(_) => "config",
+            Self::Config(_) | Self::Unreadable { .. } => "config",
             Self::Connect { .. } => "connect",
             Self::Query { .. } => "query",
             Self::Timeout { .. } => "timeout",

@@ -42,6 +42,27 @@ const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// Idle connections are closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
+/// What to check when a SQLite file cannot be opened. The scaler opens it read-only and never
+/// creates it. SQLAlchemy's `sqlite:///relative.db` (three slashes) names a path relative to
+/// the working directory, which is rarely what a service wants.
+fn sqlite_hint(path: &std::path::Path) -> String {
+    if path.is_relative() {
+        let cwd = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        format!(
+            " ({} is a relative path, resolved from the working directory {cwd}; an absolute \
+             path takes four slashes: sqlite:////path/to/airflow.db)",
+            path.display()
+        )
+    } else {
+        format!(
+            " (the file {} must exist: the scaler opens SQLite read-only and never creates it)",
+            path.display()
+        )
+    }
+}
+
 /// The pool of one dialect. Code that runs SQL matches on this only to pick the pool.
 #[derive(Clone)]
 enum Pools {
@@ -54,10 +75,16 @@ struct Inner {
     pools: Pools,
     dialect: Dialect,
     redacted: String,
+    /// Added to connection errors: what to check for this URL (SQLite: the file's path).
+    connect_hint: Option<String>,
     schema: Option<String>,
     secrets: Vec<String>,
     timeout: Duration,
     persistent: bool,
+    /// What the handle was built from (to rebuild it when the password file changes).
+    config: DbConfig,
+    /// The password read from `--database-password-file`, if one is configured.
+    file_password: Option<String>,
 }
 
 /// A read-only handle on the Airflow metadata database. Cheap to clone.
@@ -91,10 +118,12 @@ impl MetadataDb {
         let (raw, source) = resolve_url(args)?;
         let mut url = ParsedUrl::parse(&raw)?;
         let mut secrets = url.secrets();
+        let mut file_password = None;
         if let Some(file) = &args.database_password_file {
             let password = read_password_file(file)?;
             secrets.push(password.clone());
-            url.password = Some(password);
+            url.password = Some(password.clone());
+            file_password = Some(password);
         }
         let settings = Settings {
             schema: args.database_schema.clone().filter(|s| !s.is_empty()),
@@ -114,6 +143,7 @@ impl MetadataDb {
             }
         };
         let redacted = url.redacted();
+        let connect_hint = url.path.as_deref().map(sqlite_hint);
         tracing::debug!(
             url = %redacted,
             ?source,
@@ -125,12 +155,34 @@ impl MetadataDb {
                 pools,
                 dialect: url.dialect,
                 redacted,
+                connect_hint,
                 schema: settings.schema,
                 secrets,
                 timeout,
                 persistent: !settings.pgbouncer,
+                config: args.clone(),
+                file_password,
             }),
         })
+    }
+
+    /// Whether `--database-password-file` now holds another password than the one in use
+    /// (a rotated Secret). An unreadable file counts as unchanged (the error shows at the
+    /// next rebuild, not on every tick).
+    pub fn password_file_changed(&self) -> bool {
+        let Some(file) = &self.inner.config.database_password_file else {
+            return false;
+        };
+        match read_password_file(file) {
+            Ok(now) => Some(&now) != self.inner.file_password.as_ref(),
+            Err(_) => false,
+        }
+    }
+
+    /// A new handle (new pool) built from the same configuration, reading the password file
+    /// again. The old handle's connections close when it is dropped.
+    pub fn rebuild(&self) -> Result<Self, DbError> {
+        Self::build(&self.inner.config)
     }
 
     /// The URL without password or parameters, e.g. `postgres://airflow@db:5432/airflow`.
@@ -269,7 +321,13 @@ impl MetadataDb {
     }
 
     fn connect_error(&self, e: &sqlx::Error) -> DbError {
-        DbError::connect(&self.inner.redacted, e, &self.inner.secrets)
+        let mut error = DbError::connect(&self.inner.redacted, e, &self.inner.secrets);
+        if let (DbError::Connect { reason, .. }, Some(hint)) =
+            (&mut error, &self.inner.connect_hint)
+        {
+            reason.push_str(hint);
+        }
+        error
     }
 
     fn query_error(&self, e: &sqlx::Error) -> DbError {

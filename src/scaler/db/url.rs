@@ -407,12 +407,10 @@ fn decode(s: &str, what: &str) -> Result<String, DbError> {
 
 /// Reads `--database-password-file`, dropping trailing newlines.
 pub fn read_password_file(path: &Path) -> Result<String, DbError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        DbError::Config(format!(
-            "cannot read --database-password-file {}: {}",
-            path.display(),
-            e.kind()
-        ))
+    let text = std::fs::read_to_string(path).map_err(|e| DbError::Unreadable {
+        what: "--database-password-file",
+        path: path.display().to_string(),
+        reason: e.to_string(),
     })?;
     let password = text.trim_end_matches(['\n', '\r']);
     if password.is_empty() {

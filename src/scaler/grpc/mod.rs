@@ -10,22 +10,19 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures::StreamExt as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
-use tonic_health::{
-    ServingStatus,
-    pb::health_server::HealthServer,
-    server::{HealthReporter, HealthService},
-};
+use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::HealthReporter};
 
 pub use self::readiness::{LIVENESS, READINESS};
 use self::{
     proto::{FILE_DESCRIPTOR_SET, externalscaler::external_scaler_server::ExternalScalerServer},
-    readiness::{set_ready, track_readiness},
+    readiness::{StoppingHealth, set_ready, track_readiness},
     service::ScalerService,
 };
 use crate::{
     runtime::{
+        conn::{self, ConnLimits},
         tasks::Supervisor,
         tls::{
             TlsError,
@@ -39,7 +36,10 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
     /// A port could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr}: {source}{}",
+        crate::runtime::listen_hint(source)
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -64,6 +64,20 @@ pub struct GrpcOptions {
     /// TLS (and mutual TLS) for the main port; the probe port stays plaintext.
     pub tls: Option<TlsFiles>,
     pub metrics: Metrics,
+    /// Connection limits of the main port (HTTP/2 keepalive, caps, idle timeout).
+    pub limits: ConnLimits,
+}
+
+/// Connections the plaintext probe port accepts at once (kubelet probes; taken from the
+/// descriptors the main port's cap leaves free).
+const PROBE_MAX_CONNECTIONS: usize = 16;
+
+fn server_builder(limits: &ConnLimits) -> Server {
+    Server::builder()
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        .tcp_keepalive(Some(limits.keepalive_interval))
 }
 
 /// Running gRPC listeners (their tasks belong to the [`Supervisor`] they were started with).
@@ -86,24 +100,30 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), GrpcError> 
 
 impl GrpcServers {
     /// Binds every listener (so the caller knows the ports), then serves until shutdown, as
-    /// critical tasks of `tasks`.
+    /// critical tasks of `tasks`. Readiness turns NOT_SERVING when `draining` fires; the
+    /// listeners stop when the supervisor's shutdown token does.
     pub async fn start(
         options: GrpcOptions,
         declared: Arc<WorkerQueues>,
         store: SnapshotStore,
         tasks: &Supervisor,
+        draining: CancellationToken,
     ) -> Result<Self, GrpcError> {
         let shutdown = tasks.shutdown().clone();
-        let (reporter, health) = tonic_health::server::health_reporter();
+        let (reporter, _) = tonic_health::server::health_reporter();
         reporter
             .set_service_status(LIVENESS, ServingStatus::Serving)
             .await;
         set_ready(&reporter, false).await;
 
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Both reflection versions: grpcurl < 1.9 and other older clients speak only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let (reflection_v1, reflection_v1alpha) =
+            (reflection().build_v1()?, reflection().build_v1alpha()?);
         let scaler = ScalerService::new(
             declared,
             store.clone(),
@@ -113,22 +133,35 @@ impl GrpcServers {
         );
 
         let (main_listener, grpc_addr) = bind(options.grpc_addr).await?;
-        let router = Server::builder()
-            .add_service(health)
-            .add_service(reflection)
+        let limits = options.limits;
+        let router = server_builder(&limits)
+            .add_service(HealthServer::new(StoppingHealth::new(
+                reporter.clone(),
+                shutdown.clone(),
+            )))
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(ExternalScalerServer::new(scaler));
         let token = shutdown.clone();
         match options.tls {
             Some(files) => {
                 let tls = ReloadingTls::load("gRPC", files, &[b"h2"])?;
                 tracing::info!(mutual = tls.mutual(), "gRPC TLS enabled");
-                let reloader = tls.reloader(shutdown.clone());
+                let metrics = options.metrics.clone();
+                let reloader = tls.reloader(shutdown.clone(), move |what, result| {
+                    metrics.tls_reload(what, result);
+                });
                 tasks.critical("gRPC TLS reloader", async move {
                     reloader.await;
                     Ok::<(), std::convert::Infallible>(())
                 });
                 let incoming = tls
-                    .incoming(main_listener, shutdown.clone())
+                    .incoming(
+                        main_listener,
+                        limits,
+                        options.metrics.tls_refused(),
+                        shutdown.clone(),
+                    )
                     .map(|(stream, _peer)| Ok::<_, std::io::Error>(stream));
                 tasks.critical("gRPC server", async move {
                     router
@@ -139,7 +172,7 @@ impl GrpcServers {
             None => tasks.critical("gRPC server", async move {
                 router
                     .serve_with_incoming_shutdown(
-                        TcpListenerStream::new(main_listener),
+                        conn::incoming(main_listener, limits, 1, token.clone()),
                         token.cancelled_owned(),
                     )
                     .await
@@ -151,23 +184,31 @@ impl GrpcServers {
             let (listener, bound) = bind(addr).await?;
             probe_addr = Some(bound);
             let probe_health =
-                HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
+                HealthServer::new(StoppingHealth::new(reporter.clone(), shutdown.clone()));
             let token = shutdown.clone();
+            let probe_limits = ConnLimits {
+                max_connections: PROBE_MAX_CONNECTIONS,
+                ..limits
+            };
             tasks.critical("gRPC probe server", async move {
-                Server::builder()
+                server_builder(&probe_limits)
                     .add_service(probe_health)
                     .serve_with_incoming_shutdown(
-                        TcpListenerStream::new(listener),
+                        conn::incoming(listener, probe_limits, 1, token.clone()),
                         token.cancelled_owned(),
                     )
                     .await
             });
         }
 
-        tasks.helper(
-            "gRPC readiness",
-            track_readiness(reporter.clone(), store, options.max_staleness, shutdown),
-        );
+        // Critical: a readiness tracker that died would freeze the probes' answer.
+        let tracker = track_readiness(reporter.clone(), store, options.max_staleness, draining);
+        tasks.critical("gRPC readiness", async move {
+            tracker.await;
+            // Draining is not stopping: the listeners still serve until the stop token fires.
+            shutdown.cancelled().await;
+            Ok::<(), std::convert::Infallible>(())
+        });
 
         Ok(Self {
             grpc_addr,

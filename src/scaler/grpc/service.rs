@@ -1,8 +1,13 @@
 //! KEDA's `externalscaler.ExternalScaler` gRPC service: a thin adapter over
 //! [`metadata::parse`] → [`Published::fresh`] → [`sizing`].
 //!
-//! No RPC touches the database: every answer comes from the latest snapshot. When there is no
-//! fresh snapshot every RPC answers `UNAVAILABLE` with the reason — never 0 or `false`.
+//! No RPC touches the database. `GetMetrics` and `IsActive` answer from the latest snapshot;
+//! when there is no fresh one they answer `UNAVAILABLE` with the reason — never 0 or `false`.
+//! `GetMetricSpec` and `StreamMetricSpec` depend only on the metadata and the worker-queue file
+//! and always answer (KEDA's `fallback` engages only while `GetMetricSpec` succeeds).
+//! `StreamIsActive` stays open through an outage: it sends nothing while the data is stale
+//! (KEDA keeps its last state, the pull RPCs carry the error) and the current state as soon as
+//! a fresh snapshot arrives; it ends with OK on shutdown, so KEDA's reconnect back-off resets.
 
 use std::{
     pin::Pin,
@@ -148,17 +153,16 @@ impl ExternalScaler for ScalerService {
 
     type StreamIsActiveStream = ResponseStream<IsActiveResponse>;
 
-    /// Sends the current state at once, then only transitions. Ends with OK on shutdown, and
-    /// with `UNAVAILABLE` if the data goes stale (KEDA reconnects; it never sees a `false`
-    /// caused by an error).
+    /// Sends the current state at once (or, while the data is stale, as soon as a fresh
+    /// snapshot arrives), then only transitions; nothing while stale (KEDA never sees a `false`
+    /// caused by an error, and keeps the stream instead of backing off). After an outage the
+    /// current state is sent again. Ends with OK on shutdown.
     async fn stream_is_active(
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
         let start = Instant::now();
-        let opened = self
-            .worker_queue(Some(request.get_ref()))
-            .and_then(|wq| self.snapshot().map(|_| wq));
+        let opened = self.worker_queue(Some(request.get_ref()));
         let wq = self.record("StreamIsActive", start, opened)?;
         let guard = self.metrics.stream_opened("StreamIsActive");
         let selector = wq.selector();
@@ -171,29 +175,33 @@ impl ExternalScaler for ScalerService {
             let mut last: Option<bool> = None;
             loop {
                 let published = rx.borrow_and_update().clone();
-                let snapshot = match published.fresh(max_staleness) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::from(e))).await;
-                        return;
+                let recheck = match published.fresh(max_staleness) {
+                    Ok(snapshot) => {
+                        let active =
+                            sizing::is_active(snapshot.demand(&selector), wq.activation_tasks);
+                        if last != Some(active) {
+                            if tx
+                                .send(Ok(IsActiveResponse { result: active }))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                            last = Some(active);
+                        }
+                        until_stale(&published, max_staleness)
+                    }
+                    Err(_) => {
+                        // Stale: send nothing; push the state again once fresh data arrives.
+                        last = None;
+                        Duration::from_secs(3600)
                     }
                 };
-                let active = sizing::is_active(snapshot.demand(&selector), wq.activation_tasks);
-                if last != Some(active) {
-                    if tx
-                        .send(Ok(IsActiveResponse { result: active }))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    last = Some(active);
-                }
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tx.closed() => return,
                     changed = rx.changed() => if changed.is_err() { return },
-                    () = tokio::time::sleep(until_stale(&published, max_staleness)) => {}
+                    () = tokio::time::sleep(recheck) => {}
                 }
             }
         });
@@ -205,10 +213,9 @@ impl ExternalScaler for ScalerService {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
         let start = Instant::now();
-        let result = self.worker_queue(Some(request.get_ref())).and_then(|wq| {
-            self.snapshot()?;
-            Ok(Response::new(metric_spec(&wq)))
-        });
+        let result = self
+            .worker_queue(Some(request.get_ref()))
+            .map(|wq| Response::new(metric_spec(&wq)));
         self.record("GetMetricSpec", start, result)
     }
 
@@ -229,15 +236,14 @@ impl ExternalScaler for ScalerService {
     type StreamMetricSpecStream = ResponseStream<GetMetricSpecResponse>;
 
     /// The spec depends only on the metadata and the worker-queue file, which do not change
-    /// while the process runs: send it once, hold the stream, end with OK on shutdown.
+    /// while the process runs (nor with the database's health): send it once, hold the stream,
+    /// end with OK on shutdown.
     async fn stream_metric_spec(
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
         let start = Instant::now();
-        let opened = self
-            .worker_queue(Some(request.get_ref()))
-            .and_then(|wq| self.snapshot().map(|_| wq));
+        let opened = self.worker_queue(Some(request.get_ref()));
         let wq = self.record("StreamMetricSpec", start, opened)?;
         let guard = self.metrics.stream_opened("StreamMetricSpec");
         let (tx, out) = mpsc::channel(1);

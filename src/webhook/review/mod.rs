@@ -350,31 +350,83 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Every malformed body gets its own asserted outcome: a 400 (`BadReview` / `BadPod`) with a
+    /// message that says what is wrong, never a panic and never a silent allow.
     #[test]
     fn malformed_reviews_are_errors_not_panics() {
         let policy = Policy::parse("").unwrap();
-        let cases: &[&[u8]] = &[
-            b"",
-            b"null",
-            b"{",
-            b"[]",
-            b"\xff\xfe",
-            br#"{"kind":"AdmissionReview"}"#,
-            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1beta1","request":{}}"#,
-            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#,
-            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u"}}"#,
-            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{},"object":{"apiVersion":"v1","kind":"Pod","spec":{"containers":"nope"}}}}"#,
-            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{},"object":{"apiVersion":"v2","kind":"Pod"}}}"#,
-            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"EXPLODE","userInfo":{}}}"#,
-            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"labels":{"kubernetes_executor":"True","airflow-worker":"1"}},"spec":{"containers":[{"name":"base","resources":{"requests":{"cpu":"lots"}}}]}}}}"#,
+        const REVIEW: &str = r#""kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1""#;
+        const POD_REQUEST: &str = r#""uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"userInfo":{}"#;
+        let review =
+            |request: &str| format!("{{{REVIEW},\"request\":{{{POD_REQUEST},{request}}}}}");
+        // (body, the error message must contain)
+        let bad_review: Vec<(Vec<u8>, &str)> = vec![
+            (b"".to_vec(), "truncated JSON"),
+            (b"null".to_vec(), "expected struct ReviewIn"),
+            (b"{".to_vec(), "truncated JSON"),
+            (b"[]".to_vec(), "expected struct ReviewIn"),
+            (b"\xff\xfe".to_vec(), "malformed JSON"),
+            (
+                br#"{"kind":"AdmissionReview"}"#.to_vec(),
+                "expected admission.k8s.io/v1 AdmissionReview",
+            ),
+            (
+                br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1beta1","request":{}}"#
+                    .to_vec(),
+                "missing field `uid`",
+            ),
+            (format!("{{{REVIEW}}}").into_bytes(), "no request"),
+            (
+                format!("{{{REVIEW},\"request\":{{\"uid\":\"u\"}}}}").into_bytes(),
+                "missing field `kind`",
+            ),
+            (
+                review(r#""operation":"EXPLODE""#).into_bytes(),
+                "expected one of `CREATE`, `UPDATE`, `DELETE`, `CONNECT`",
+            ),
         ];
-        for body in cases {
-            let _ = handle(&policy, body);
+        let bad_pod: Vec<(Vec<u8>, &str)> = vec![
+            (
+                review(r#""operation":"CREATE","object":{"apiVersion":"v1","kind":"Pod","spec":{"containers":"nope"}}"#)
+                    .into_bytes(),
+                "at spec.containers: invalid value, expected a sequence",
+            ),
+            (
+                review(r#""operation":"CREATE","object":{"apiVersion":"v2","kind":"Pod"}"#)
+                    .into_bytes(),
+                "expected v1",
+            ),
+        ];
+        for (body, message) in &bad_review {
+            match handle(&policy, body) {
+                Err(ReviewError::BadReview(m)) => assert!(m.contains(message), "{m}"),
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
+            }
         }
-        assert!(matches!(
-            handle(&policy, b"{"),
-            Err(ReviewError::BadReview(_))
-        ));
+        for (body, message) in &bad_pod {
+            match handle(&policy, body) {
+                Err(ReviewError::BadPod { uid, reason }) => {
+                    assert_eq!(uid, "u");
+                    assert!(reason.contains(message), "{reason}");
+                }
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
+            }
+        }
+        // An Airflow pod whose request is not a quantity decodes (Kubernetes checks quantities
+        // in validation, after every mutating webhook): the webhook leaves that value alone and
+        // fills only what is missing; the API server then refuses the pod with its own message.
+        let unparsable = review(
+            r#""operation":"CREATE","object":{"apiVersion":"v1","kind":"Pod","metadata":{"labels":{"kubernetes_executor":"True","airflow-worker":"1"}},"spec":{"containers":[{"name":"base","resources":{"requests":{"cpu":"lots"}}}]}}"#,
+        );
+        let handled = handle(&policy, unparsable.as_bytes()).unwrap();
+        assert_eq!(handled.outcome, Outcome::Mutated);
+        assert_eq!(handled.response["response"]["allowed"], true);
+        assert!(
+            !handled.summary.detail.contains("requests.cpu"),
+            "{}",
+            handled.summary.detail
+        );
+        assert_eq!(bad_review.len() + bad_pod.len() + 1, 13);
     }
 
     fn airflow_review() -> Vec<u8> {

@@ -281,6 +281,7 @@ group: cert-manager.io
 
 {{/* Fails early on combinations that cannot work. */}}
 {{- define "aks.validate" -}}
+{{- include "aks.validateDatabaseSecret" . -}}
 {{- if not (has .Values.certificates.source (list "generate" "certManager")) -}}
 {{- fail "certificates.source must be generate or certManager" -}}
 {{- end -}}
@@ -292,5 +293,34 @@ group: cert-manager.io
 {{- end -}}
 {{- if and .Values.tls.enabled (include "aks.needKedaClientCert" .) (eq .Values.certificates.source "certManager") (ne (include "aks.airflowNamespace" .) .Release.Namespace) (ne (default "Issuer" .Values.certificates.certManager.issuerRef.kind) "ClusterIssuer") -}}
 {{- fail "certificates.source=certManager with airflow.namespace different from the release namespace: KEDA's client certificate must be issued in the Airflow namespace, so set certificates.certManager.issuerRef to a ClusterIssuer (or use tls.kedaClientSecret)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The Secret the scaler reads the database URL from must exist before the pod can start (else the
+pod waits in CreateContainerConfigError). When Helm can read the cluster (`helm install` /
+`upgrade`), refuse to install without it, naming the Secret and the fix. Offline rendering
+(`helm template`, GitOps tools) cannot check: listing the release namespace's Secrets returns
+nothing there, and the check is skipped. A URL given as `database.url` is kept in a Secret the
+chart makes itself.
+*/}}
+{{- define "aks.validateDatabaseSecret" -}}
+{{- if not .Values.database.url -}}
+{{- $src := include "aks.databaseSource" . | fromYaml -}}
+{{- $online := lookup "v1" "Secret" .Release.Namespace "" -}}
+{{- if $online -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace $src.secret -}}
+{{- $fix := "" -}}
+{{- if .Values.database.existingSecret.name -}}
+{{- $fix = "create it (kubectl create secret generic ... --from-literal=...=<URL>) or correct database.existingSecret" -}}
+{{- else -}}
+{{- $fix = printf "install the Apache Airflow chart (release %q) in this namespace first; if Airflow uses data.metadataSecretName, set database.existingSecret to that Secret; or give the URL in a Secret of your own (database.existingSecret, see docs/helm.md)" .Values.airflow.fullname -}}
+{{- end -}}
+{{- if not $secret -}}
+{{- fail (printf "the database URL Secret %q (key %q) does not exist in namespace %q: %s" $src.secret $src.key .Release.Namespace $fix) -}}
+{{- else if not (hasKey (default dict $secret.data) $src.key) -}}
+{{- fail (printf "the database URL Secret %q in namespace %q has no key %q: %s" $src.secret .Release.Namespace $src.key $fix) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
