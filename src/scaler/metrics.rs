@@ -590,10 +590,11 @@ mod tests {
         let text = m.encode(&store, &declared, Duration::ZERO);
         assert!(text.contains("airflow_keda_scaler_ready 0"), "{text}");
         for gone in [
-            "queued_tasks",
-            "running_tasks",
-            "desired_workers",
-            "parallelism",
+            "queued_tasks{",
+            "running_tasks{",
+            "desired_workers{",
+            // The value line (airflow_parallelism, the configured one, stays).
+            "airflow_keda_scaler_parallelism ",
         ] {
             assert!(
                 !text.contains(gone),
