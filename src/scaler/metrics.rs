@@ -54,12 +54,6 @@ struct KindLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReloadLabels {
-    what: &'static str,
-    result: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -170,6 +164,12 @@ impl WorkerGauges {
     }
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    what: &'static str,
+    result: &'static str,
+}
+
 fn rpc_latency_histogram() -> Histogram {
     // 50 µs … ~0.8 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 15))
@@ -202,10 +202,10 @@ struct Inner {
     rpcs: Family<RpcLabels, Counter>,
     rpc_latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
     open_streams: Family<MethodLabels, Gauge>,
+    workers: WorkerGauges,
     refresh_interval: Gauge<f64, AtomicU64>,
     tls_refused: Counter,
     tls_reloads: Family<ReloadLabels, Counter>,
-    workers: WorkerGauges,
 }
 
 impl Default for Metrics {
@@ -285,6 +285,8 @@ impl Metrics {
             "Open server streams by method",
             open_streams.clone(),
         );
+        let workers = WorkerGauges::default();
+        workers.register(&mut registry);
         registry.register(
             "refresh_interval_effective_seconds",
             "Start-to-start time of refreshes: --refresh-interval, stretched while the query \
@@ -303,8 +305,6 @@ impl Metrics {
              and result (applied; rejected: invalid, the previous one is kept; unreadable)",
             tls_reloads.clone(),
         );
-        let workers = WorkerGauges::default();
-        workers.register(&mut registry);
         Self {
             inner: Arc::new(Inner {
                 workers,
@@ -375,16 +375,6 @@ impl Metrics {
         self.inner.refresh_duration.observe(elapsed.as_secs_f64());
     }
 
-    /// Records the effective refresh interval.
-    pub fn refresh_interval(&self, interval: Duration) {
-        self.inner.refresh_interval.set(interval.as_secs_f64());
-    }
-
-    /// The counter of refused TLS handshakes (handed to the TLS acceptor).
-    pub fn tls_refused(&self) -> Counter {
-        self.inner.tls_refused.clone()
-    }
-
     /// From now on, scrapes include what `cluster` shows and use `options` (serve).
     pub fn watch_workers(&self, cluster: Option<ClusterStore>, options: PlanOptions) {
         if let Ok(mut g) = self.inner.workers.source.lock() {
@@ -401,6 +391,16 @@ impl Metrics {
             c.get_or_create(&ResultLabels { result: "error" })
                 .inc_by(failed);
         }
+    }
+
+    /// Records the effective refresh interval.
+    pub fn refresh_interval(&self, interval: Duration) {
+        self.inner.refresh_interval.set(interval.as_secs_f64());
+    }
+
+    /// The counter of refused TLS handshakes (handed to the TLS acceptor).
+    pub fn tls_refused(&self) -> Counter {
+        self.inner.tls_refused.clone()
     }
 
     pub fn refresh_failed(&self, kind: &'static str) {
@@ -590,10 +590,11 @@ mod tests {
         let text = m.encode(&store, &declared, Duration::ZERO);
         assert!(text.contains("airflow_keda_scaler_ready 0"), "{text}");
         for gone in [
-            "queued_tasks",
-            "running_tasks",
-            "desired_workers",
-            "parallelism",
+            "queued_tasks{",
+            "running_tasks{",
+            "desired_workers{",
+            // The value line (airflow_parallelism, the configured one, stays).
+            "airflow_keda_scaler_parallelism ",
         ] {
             assert!(
                 !text.contains(gone),
@@ -614,12 +615,13 @@ mod tests {
         .unwrap();
         let store = SnapshotStore::new();
         let counts = (0..1000)
-            .map(|i| QueueCount {
-                queue: format!("invented-{i}"),
-                state: TaskState::Queued,
-                executor: Some(format!("Executor{i}")),
-                hostname: Some(format!("host-{i}")),
-                count: 1,
+            .map(|i| {
+                QueueCount::new(
+                    &format!("invented-{i}"),
+                    TaskState::Queued,
+                    Some(&format!("Executor{i}")),
+                    1,
+                )
             })
             .collect();
         store.publish(Snapshot::new(AirflowSchema::Airflow3, counts));

@@ -375,20 +375,6 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_snapshot_after_good_refreshes_does_not_claim_the_first_refresh_is_pending() {
-        let store = SnapshotStore::new();
-        store.publish(sample(AirflowSchema::Airflow3));
-        let err = store
-            .current()
-            .fresh(Duration::ZERO)
-            .unwrap_err()
-            .to_string();
-        assert!(!err.contains("first refresh"), "{err}");
-        assert!(err.contains("no refresh has finished since"), "{err}");
-        assert!(err.contains("--database-timeout"), "{err}");
-    }
-
-    #[test]
     fn scheduled_and_running_by_host() {
         use TaskState::*;
         let snap = Snapshot::new(
@@ -413,6 +399,20 @@ mod tests {
         let all = snap.totals();
         assert_eq!((all.scheduled, all.queued, all.running), (4, 0, 26));
         assert_eq!(row("q", Running, None, 1).on_host("").hostname, None);
+    }
+
+    #[test]
+    fn a_stale_snapshot_after_good_refreshes_does_not_claim_the_first_refresh_is_pending() {
+        let store = SnapshotStore::new();
+        store.publish(sample(AirflowSchema::Airflow3));
+        let err = store
+            .current()
+            .fresh(Duration::ZERO)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("first refresh"), "{err}");
+        assert!(err.contains("no refresh has finished since"), "{err}");
+        assert!(err.contains("--database-timeout"), "{err}");
     }
 
     #[test]

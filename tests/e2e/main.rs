@@ -11,6 +11,7 @@ mod cluster;
 mod kubelet;
 mod scaling;
 mod webhook;
+mod workers;
 
 /// Not a scenario: KEDA's CRDs, namespace, Services and APIService, before KEDA starts.
 #[tokio::test]
@@ -90,4 +91,16 @@ async fn e5_webhook_down_fails_open() {
 #[ignore = "needs the control plane: run .ci/e2e"]
 async fn e5_webhook_reinvocation() {
     webhook::reinvocation().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run .ci/e2e"]
+async fn e6_idle_workers_go_first() {
+    workers::idle_workers_go_first().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run .ci/e2e"]
+async fn e7_drift_names_its_cause() {
+    workers::drift_names_its_cause().await;
 }

@@ -16,7 +16,6 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use testkit::airflow::{self as airflow_fixture, AirflowVersion, FixtureRow};
 use k8s_openapi::api::{
     autoscaling::v2::HorizontalPodAutoscaler,
     core::v1::{Pod, ServiceAccount},
@@ -29,6 +28,7 @@ use kube::{
     discovery::ApiResource,
 };
 use serde_json::{Value, json};
+use testkit::airflow::{self as airflow_fixture, AirflowVersion, FixtureRow};
 
 use crate::{
     cluster::{self, MANAGER, eventually, measure},
@@ -49,12 +49,7 @@ async fn service_account_kubeconfig(client: &Client, ns: &str) -> String {
         "spec": {"expirationSeconds": 3600},
     });
     let answer: Value = sas
-        .create_subresource(
-            "token",
-            FULLNAME,
-            &PostParams::default(),
-            &request,
-        )
+        .create_subresource("token", FULLNAME, &PostParams::default(), &request)
         .await
         .expect("TokenRequest for the scaler's ServiceAccount");
     let token = answer["status"]["token"].as_str().expect("token");
@@ -183,7 +178,11 @@ pub async fn idle_workers_go_first() {
                     cost.as_deref().is_none_or(|c| c == "0")
                 }
             });
-            if ok { Ok(()) } else { Err(format!("{costs:?}")) }
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{costs:?}"))
+            }
         },
     )
     .await;
@@ -213,7 +212,10 @@ pub async fn idle_workers_go_first() {
             if replicas == Some(2) && pods.len() == 2 {
                 Ok(pods.iter().map(pod_name).collect::<BTreeSet<_>>())
             } else {
-                Err(format!("replicas {replicas:?}, pods {:?}", pods.iter().map(pod_name).collect::<Vec<_>>()))
+                Err(format!(
+                    "replicas {replicas:?}, pods {:?}",
+                    pods.iter().map(pod_name).collect::<Vec<_>>()
+                ))
             }
         },
     )
@@ -256,30 +258,34 @@ pub async fn drift_names_its_cause() {
     .await;
     // No kubelet: the stand-in marks the workers Ready, as a kubelet would.
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), ns);
-    let ready = eventually("5 worker pods marked Ready", Duration::from_secs(60), || async {
-        let list = worker_pods(&s.client, ns).await;
-        for p in &list {
-            let name = pod_name(p);
-            pods.patch_status(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(json!({
-                    "apiVersion": "v1", "kind": "Pod",
-                    "status": {"phase": "Running", "conditions": [
-                        {"type": "Ready", "status": "True"},
-                        {"type": "PodScheduled", "status": "True"},
-                    ]},
-                })),
-            )
-            .await
-            .map_err(|e| format!("{name}: {e}"))?;
-        }
-        if list.len() == 5 {
-            Ok(list.len())
-        } else {
-            Err(format!("{} pods", list.len()))
-        }
-    })
+    let ready = eventually(
+        "5 worker pods marked Ready",
+        Duration::from_secs(60),
+        || async {
+            let list = worker_pods(&s.client, ns).await;
+            for p in &list {
+                let name = pod_name(p);
+                pods.patch_status(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(json!({
+                        "apiVersion": "v1", "kind": "Pod",
+                        "status": {"phase": "Running", "conditions": [
+                            {"type": "Ready", "status": "True"},
+                            {"type": "PodScheduled", "status": "True"},
+                        ]},
+                    })),
+                )
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            }
+            if list.len() == 5 {
+                Ok(list.len())
+            } else {
+                Err(format!("{} pods", list.len()))
+            }
+        },
+    )
     .await;
     assert_eq!(ready, 5);
 
@@ -300,23 +306,27 @@ pub async fn drift_names_its_cause() {
         .copied()
         .expect("the scaler's admin address");
     let started = std::time::Instant::now();
-    let line = eventually("hpa_drift 1 in /metrics", Duration::from_secs(90), || async {
-        let text = reqwest::get(format!("http://{admin}/metrics"))
-            .await
-            .map_err(|e| e.to_string())?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
-        text.lines()
-            .find(|l| l.starts_with("airflow_keda_scaler_hpa_drift{") && l.ends_with(" 1"))
-            .map(str::to_string)
-            .ok_or_else(|| {
-                text.lines()
-                    .filter(|l| l.contains("workers") || l.contains("drift"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
-    })
+    let line = eventually(
+        "hpa_drift 1 in /metrics",
+        Duration::from_secs(90),
+        || async {
+            let text = reqwest::get(format!("http://{admin}/metrics"))
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            text.lines()
+                .find(|l| l.starts_with("airflow_keda_scaler_hpa_drift{") && l.ends_with(" 1"))
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    text.lines()
+                        .filter(|l| l.contains("workers") || l.contains("drift"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+        },
+    )
     .await;
     assert!(line.contains("worker_queue=\"default\""), "{line}");
     let hpa = hpas.get(&hpa_name).await.expect("HPA");
@@ -339,7 +349,14 @@ pub async fn drift_names_its_cause() {
     let out = tokio::process::Command::new(PRODUCT)
         .args(["explain", "--database-url", s.db.url(), "--worker-queues"])
         .arg(&file)
-        .args(["--kubernetes", "on", "--kubernetes-namespace", ns, "--exact-tolerance", "true"])
+        .args([
+            "--kubernetes",
+            "on",
+            "--kubernetes-namespace",
+            ns,
+            "--exact-tolerance",
+            "true",
+        ])
         .env("KUBECONFIG", service_account_kubeconfig_path(ns))
         .output()
         .await
@@ -358,7 +375,10 @@ pub async fn drift_names_its_cause() {
         "tolerance dropped",
         "set AIRFLOW__CORE__PARALLELISM=",
     ] {
-        assert!(stdout.contains(needle), "explain lacks {needle:?}:\n{stdout}");
+        assert!(
+            stdout.contains(needle),
+            "explain lacks {needle:?}:\n{stdout}"
+        );
     }
 }
 
