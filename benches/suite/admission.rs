@@ -464,6 +464,31 @@ pub fn old_decode_cost(bodies: &[Bytes], budget: Duration) -> Duration {
     spent / n.max(1)
 }
 
+/// `--reviews N`: run only N in-process reviews of [`bodies`] (no server, no database), to
+/// count instructions per review with `valgrind --tool=callgrind` (docs/performance.md, P5).
+pub fn reviews_arg() -> Option<usize> {
+    let mut args = std::env::args().skip_while(|a| a != "--reviews");
+    args.next()?;
+    args.next().and_then(|n| n.parse().ok())
+}
+
+/// N reviews, each as [`review_cost`] counts it (parse, decide, patch, encode the response).
+pub fn run_reviews(n: usize) {
+    let policy = Policy::load(&policy_path()).unwrap();
+    let bodies = bodies();
+    review_loop(&policy, &bodies, n);
+    say!("{n} reviews done");
+}
+
+/// The measured loop (`callgrind --toggle-collect='*review_loop*'`).
+#[inline(never)]
+fn review_loop(policy: &Policy, bodies: &[Bytes], n: usize) {
+    for body in bodies.iter().cycle().take(n) {
+        let h = review::handle(policy, body).unwrap();
+        std::hint::black_box(serde_json::to_vec(&h.response).unwrap());
+    }
+}
+
 /// CPU time this thread has run, from the first field of `/proc/thread-self/schedstat` (ns).
 fn thread_cpu() -> Option<Duration> {
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
