@@ -1209,8 +1209,8 @@ async fn warnings_reach_the_pod_and_the_metrics() {
         .text()
         .await
         .unwrap();
-    // The review, the same review again, then the mutated pod: three times each. (The counter
-    // is process-wide; no other test in this binary warns about unknown profiles.)
+    // The review, the same review again, then the mutated pod: three times each, in this
+    // webhook's own registry.
     let line = r#"airflow_keda_scaler_webhook_warnings_total{kind="unknown-profile"} 3"#;
     assert!(metrics.contains(line), "{line} not in\n{metrics}");
     assert!(

@@ -13,6 +13,7 @@ use std::{
 use airflow_keda_scaler::{
     runtime::tls::{self, CertStore},
     webhook::{
+        metrics::Metrics,
         policy::Policy,
         review,
         server::{self as webhook, TlsSource, WebhookConfig},
@@ -423,12 +424,13 @@ pub fn clients(mode: &Mode) -> usize {
 /// processes on a shared machine do not inflate it; wall time where that file is missing.
 pub fn review_cost(bodies: &[Bytes], budget: Duration) -> Duration {
     let policy = Policy::load(&policy_path()).unwrap();
+    let metrics = Metrics::new();
     let mut n = 0u32;
     let start = Instant::now();
     let cpu_start = thread_cpu();
     while start.elapsed() < budget {
         for body in bodies {
-            let h = review::handle(&policy, body).unwrap();
+            let h = review::handle(&policy, &metrics, body).unwrap();
             std::hint::black_box(serde_json::to_vec(&h.response).unwrap());
             n += 1;
         }
@@ -483,8 +485,9 @@ pub fn run_reviews(n: usize) {
 /// The measured loop (`callgrind --toggle-collect='*review_loop*'`).
 #[inline(never)]
 fn review_loop(policy: &Policy, bodies: &[Bytes], n: usize) {
+    let metrics = Metrics::new();
     for body in bodies.iter().cycle().take(n) {
-        let h = review::handle(policy, body).unwrap();
+        let h = review::handle(policy, &metrics, body).unwrap();
         std::hint::black_box(serde_json::to_vec(&h.response).unwrap());
     }
 }

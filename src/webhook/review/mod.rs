@@ -22,7 +22,7 @@ use kube::core::admission::Operation;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, value::RawValue};
 
-use super::{metrics, policy::Policy, warning::Warning};
+use super::{metrics::Metrics, policy::Policy, warning::Warning};
 
 mod patch;
 mod verdict;
@@ -160,8 +160,9 @@ fn decode_pod(raw: &RawValue) -> Result<Pod, String> {
     })
 }
 
-/// Handles one AdmissionReview body: parse, decide, answer with the same `uid`.
-pub fn handle(policy: &Policy, body: &[u8]) -> Result<Handled, ReviewError> {
+/// Handles one AdmissionReview body: parse, decide, answer with the same `uid`. Warnings are
+/// counted in `metrics`.
+pub fn handle(policy: &Policy, metrics: &Metrics, body: &[u8]) -> Result<Handled, ReviewError> {
     let review: ReviewIn<'_> =
         serde_json::from_slice(body).map_err(|e| ReviewError::BadReview(scrub(&e)))?;
     if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
@@ -243,7 +244,7 @@ pub fn handle(policy: &Policy, body: &[u8]) -> Result<Handled, ReviewError> {
             } else {
                 applied.join("; ")
             };
-            report_warnings(&mut summary, &warnings);
+            report_warnings(metrics, &mut summary, &warnings);
             response(&request.uid, Answer::Allow(Some(&patch)), &warnings)?
         }
         Verdict::Deny {
@@ -252,7 +253,7 @@ pub fn handle(policy: &Policy, body: &[u8]) -> Result<Handled, ReviewError> {
             warnings,
         } => {
             summary.task = Some(task.to_string());
-            report_warnings(&mut summary, &warnings);
+            report_warnings(metrics, &mut summary, &warnings);
             let r = response(&request.uid, Answer::Deny(&message), &warnings)?;
             summary.detail = message;
             r
@@ -267,9 +268,9 @@ pub fn handle(policy: &Policy, body: &[u8]) -> Result<Handled, ReviewError> {
 
 /// Where warnings go besides the client and the pod: the counter by kind and one info line
 /// each (names and paths only, see [`crate::webhook::warning`]).
-fn report_warnings(summary: &mut ReviewSummary, warnings: &[Warning]) {
+fn report_warnings(metrics: &Metrics, summary: &mut ReviewSummary, warnings: &[Warning]) {
     for w in warnings {
-        metrics::count_warning(w.kind);
+        metrics.warning(w.kind);
         tracing::info!(
             uid = %summary.uid,
             namespace = %summary.namespace,
@@ -369,10 +370,10 @@ mod tests {
             br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"labels":{"kubernetes_executor":"True","airflow-worker":"1"}},"spec":{"containers":[{"name":"base","resources":{"requests":{"cpu":"lots"}}}]}}}}"#,
         ];
         for body in cases {
-            let _ = handle(&policy, body);
+            let _ = handle(&policy, &Metrics::new(), body);
         }
         assert!(matches!(
-            handle(&policy, b"{"),
+            handle(&policy, &Metrics::new(), b"{"),
             Err(ReviewError::BadReview(_))
         ));
     }
@@ -399,16 +400,17 @@ mod tests {
     fn truncated_and_corrupted_reviews_never_panic() {
         let policy = Policy::parse("guardRails: {unknownProfile: warn}").unwrap();
         let body = airflow_review();
-        let ok = handle(&policy, &body).unwrap();
+        let metrics = Metrics::new();
+        let ok = handle(&policy, &metrics, &body).unwrap();
         assert_eq!(ok.outcome, Outcome::Mutated);
         for end in 0..body.len() {
-            let _ = handle(&policy, &body[..end]);
+            let _ = handle(&policy, &metrics, &body[..end]);
         }
         for i in 0..body.len() {
             for b in [b'"', b'{', b'0', b'\\', b'-', 0xff] {
                 let mut bad = body.clone();
                 bad[i] = b;
-                let _ = handle(&policy, &bad);
+                let _ = handle(&policy, &metrics, &bad);
             }
         }
     }
@@ -416,7 +418,14 @@ mod tests {
     #[test]
     fn unknown_profile_can_be_a_warning() {
         let policy = Policy::parse("guardRails: {unknownProfile: warn, sidecars: allow}").unwrap();
-        let h = handle(&policy, &airflow_review()).unwrap();
+        let metrics = Metrics::new();
+        let h = handle(&policy, &metrics, &airflow_review()).unwrap();
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"airflow_keda_scaler_webhook_warnings_total{kind="unknown-profile"} 1"#),
+            "counted in the metrics it was given"
+        );
         let warnings = h.response["response"]["warnings"]
             .as_array()
             .unwrap()
@@ -432,7 +441,7 @@ mod tests {
             h.response["response"]["patch"].is_string(),
             "patch is base64"
         );
-        let denied = handle(&Policy::parse("").unwrap(), &airflow_review()).unwrap();
+        let denied = handle(&Policy::parse("").unwrap(), &Metrics::new(), &airflow_review()).unwrap();
         assert_eq!(denied.outcome, Outcome::Denied);
         assert_eq!(denied.response["response"]["uid"], "u-1");
     }
