@@ -27,7 +27,7 @@ fn fixture(name: &str) -> PathBuf {
 
 fn pod(name: &str) -> Value {
     let text = std::fs::read_to_string(fixture(name)).unwrap();
-    serde_yaml::from_str(&text).unwrap()
+    serde_saphyr::from_str(&text).unwrap()
 }
 
 /// A task pod exactly as Airflow 3.3.2 builds it (`tests/fixtures/webhook/airflow-3.3.2/`).
@@ -779,7 +779,7 @@ fn mutate_command_prints_patch_and_pod_or_denial() {
         "airflow-keda-scaler/profile",
         "large",
     );
-    std::fs::write(&pod_file, serde_yaml::to_string(&p).unwrap()).unwrap();
+    std::fs::write(&pod_file, serde_saphyr::to_string(&p).unwrap()).unwrap();
     let args = |output| MutateRequest {
         policy: example.clone(),
         pod: pod_file.clone(),
@@ -811,7 +811,7 @@ fn mutate_command_prints_patch_and_pod_or_denial() {
 
     let mut big = pod("airflow2-pod.yaml");
     big["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "100Gi"}});
-    std::fs::write(&pod_file, serde_yaml::to_string(&big).unwrap()).unwrap();
+    std::fs::write(&pod_file, serde_saphyr::to_string(&big).unwrap()).unwrap();
     let mut out = Vec::new();
     let code = commands::mutate(&args(MutateOutput::Yaml), &mut out).unwrap();
     assert_eq!(code, ExitCode::from(commands::EXIT_DENIED));
@@ -1211,8 +1211,8 @@ async fn warnings_reach_the_pod_and_the_metrics() {
         .text()
         .await
         .unwrap();
-    // The review, the same review again, then the mutated pod: three times each. (The counter
-    // is process-wide; no other test in this binary warns about unknown profiles.)
+    // The review, the same review again, then the mutated pod: three times each, in this
+    // webhook's own registry.
     let line = r#"airflow_keda_scaler_webhook_warnings_total{kind="unknown-profile"} 3"#;
     assert!(metrics.contains(line), "{line} not in\n{metrics}");
     assert!(

@@ -98,9 +98,10 @@ impl Webhook {
 }
 
 fn review(padding: usize) -> Vec<u8> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhook/airflow2-pod.yaml");
-    let mut pod: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // A task pod as Airflow 3.3.2 builds it.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/webhook/airflow-3.3.2/plain.json");
+    let mut pod: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     pod["metadata"]["annotations"]["padding"] = json!("x".repeat(padding));
     serde_json::to_vec(&json!({
         "apiVersion": "admission.k8s.io/v1",

@@ -13,6 +13,7 @@ use std::{
 use airflow_keda_scaler::{
     runtime::tls::{self, CertStore},
     webhook::{
+        metrics::Metrics,
         policy::Policy,
         review,
         server::{self as webhook, TlsSource, WebhookConfig},
@@ -424,12 +425,13 @@ pub fn clients(mode: &Mode) -> usize {
 /// processes on a shared machine do not inflate it; wall time where that file is missing.
 pub fn review_cost(bodies: &[Bytes], budget: Duration) -> Duration {
     let policy = Policy::load(&policy_path()).unwrap();
+    let metrics = Metrics::new();
     let mut n = 0u32;
     let start = Instant::now();
     let cpu_start = thread_cpu();
     while start.elapsed() < budget {
         for body in bodies {
-            let h = review::handle(&policy, body).unwrap();
+            let h = review::handle(&policy, &metrics, body).unwrap();
             std::hint::black_box(serde_json::to_vec(&h.response).unwrap());
             n += 1;
         }
@@ -463,6 +465,32 @@ pub fn old_decode_cost(bodies: &[Bytes], budget: Duration) -> Duration {
         _ => start.elapsed(),
     };
     spent / n.max(1)
+}
+
+/// `--reviews N`: run only N in-process reviews of [`bodies`] (no server, no database), to
+/// count instructions per review with `valgrind --tool=callgrind` (docs/performance.md, P5).
+pub fn reviews_arg() -> Option<usize> {
+    let mut args = std::env::args().skip_while(|a| a != "--reviews");
+    args.next()?;
+    args.next().and_then(|n| n.parse().ok())
+}
+
+/// N reviews, each as [`review_cost`] counts it (parse, decide, patch, encode the response).
+pub fn run_reviews(n: usize) {
+    let policy = Policy::load(&policy_path()).unwrap();
+    let bodies = bodies();
+    review_loop(&policy, &bodies, n);
+    say!("{n} reviews done");
+}
+
+/// The measured loop (`callgrind --toggle-collect='*review_loop*'`).
+#[inline(never)]
+fn review_loop(policy: &Policy, bodies: &[Bytes], n: usize) {
+    let metrics = Metrics::new();
+    for body in bodies.iter().cycle().take(n) {
+        let h = review::handle(policy, &metrics, body).unwrap();
+        std::hint::black_box(serde_json::to_vec(&h.response).unwrap());
+    }
 }
 
 /// CPU time this thread has run, from the first field of `/proc/thread-self/schedstat` (ns).

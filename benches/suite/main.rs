@@ -6,6 +6,7 @@
 //! cargo bench --bench suite -- --smoke         # CI: every figure at tiny scale, < 60 s, exits 0
 //! cargo bench --bench suite -- --generate      # rebuild the 1 M-row data sets, then run
 //! cargo bench --bench suite -- --only P1,P5    # some figures
+//! cargo bench --bench suite -- --reviews 2000  # only 2000 in-process reviews (for callgrind)
 //! ```
 //!
 //! Needs the project's PostgreSQL (127.0.0.1:5432) and MariaDB (127.0.0.1:3306) servers, or
@@ -69,6 +70,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Some(n) = admission::reviews_arg() {
+        admission::run_reviews(n);
+        return ExitCode::SUCCESS;
     }
     say!(
         "airflow-keda-scaler benchmark suite ({}), {}",

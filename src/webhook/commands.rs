@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 use super::{
-    policy::{Policy, PolicyError},
+    policy::{Policy, PolicyError, yaml_options},
     review::{ReviewError, Verdict, review_pod},
 };
 
@@ -148,7 +148,8 @@ pub fn read_pod(path: &Path) -> Result<(Value, Pod, Option<String>), CommandErro
         path: shown.clone(),
         reason,
     };
-    let mut raw: Value = serde_yaml::from_str(&text).map_err(|e| not_a_pod(e.to_string()))?;
+    let mut raw: Value = serde_saphyr::from_str_with_options(&text, yaml_options())
+        .map_err(|e| not_a_pod(e.to_string()))?;
     let mut namespace = None;
     if raw.get("kind").and_then(Value::as_str) == Some("AdmissionReview") {
         namespace = raw
@@ -232,7 +233,7 @@ pub fn mutate(args: &MutateRequest, out: &mut impl Write) -> Result<ExitCode, Co
                     writeln!(out, "# warning: {w}")?;
                 }
                 writeln!(out, "---\n# JSONPatch (RFC 6902) the webhook returns")?;
-                let patch_yaml = serde_yaml::to_string(patch).map_err(|e| encode(&e))?;
+                let patch_yaml = serde_saphyr::to_string(patch).map_err(|e| encode(&e))?;
                 write!(
                     out,
                     "{}",
@@ -246,7 +247,7 @@ pub fn mutate(args: &MutateRequest, out: &mut impl Write) -> Result<ExitCode, Co
                 write!(
                     out,
                     "{}",
-                    serde_yaml::to_string(&result).map_err(|e| encode(&e))?
+                    serde_saphyr::to_string(&result).map_err(|e| encode(&e))?
                 )?;
             }
         }

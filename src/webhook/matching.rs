@@ -280,7 +280,7 @@ mod tests {
     use crate::webhook::placement::choose_node_type;
 
     fn pod(yaml: &str) -> Pod {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_saphyr::from_str(yaml).unwrap()
     }
 
     const AIRFLOW_POD: &str = r#"

@@ -1,10 +1,10 @@
 //! The webhook's Prometheus metrics. Label values come from fixed sets only (outcomes, reload
 //! kinds and results, warning kinds), never from pods.
 //!
-//! Warnings are counted where reviews are decided ([`count_warning`]), into one process-wide
-//! family that every [`Metrics`] registry exposes: a process serves one webhook.
+//! One [`Metrics`] per webhook; the review code is handed it and counts warnings where they
+//! are reported ([`Metrics::warning`]).
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -22,17 +22,6 @@ use super::{review::Outcome, warning::WarningKind};
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
-}
-
-static WARNINGS: LazyLock<Family<KindLabels, Counter>> = LazyLock::new(Family::default);
-
-/// Counts one warning of `kind` (see [`crate::webhook::warning`]).
-pub fn count_warning(kind: WarningKind) {
-    WARNINGS
-        .get_or_create(&KindLabels {
-            kind: kind.as_str(),
-        })
-        .inc();
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,6 +74,7 @@ struct Inner {
     registry: Registry,
     reviews: Family<OutcomeLabels, Counter>,
     latency: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
+    warnings: Family<KindLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     loaded: Family<WhatLabels, Gauge>,
 }
@@ -103,6 +93,7 @@ impl Metrics {
         let latency = Family::<OutcomeLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
         );
+        let warnings = Family::<KindLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let loaded = Family::<WhatLabels, Gauge>::default();
         registry.register(
@@ -118,10 +109,10 @@ impl Metrics {
         registry.register(
             "warnings",
             "Warnings about admitted or denied task pods, by kind (also sent to the client, put on the pod as the airflow-keda-scaler/warnings annotation and logged)",
-            WARNINGS.clone(),
+            warnings.clone(),
         );
         for kind in WarningKind::ALL {
-            drop(WARNINGS.get_or_create(&KindLabels {
+            drop(warnings.get_or_create(&KindLabels {
                 kind: kind.as_str(),
             }));
         }
@@ -147,6 +138,7 @@ impl Metrics {
                 registry,
                 reviews,
                 latency,
+                warnings,
                 reloads,
                 loaded,
             }),
@@ -160,6 +152,16 @@ impl Metrics {
         };
         self.inner.reviews.get_or_create(&l).inc();
         self.inner.latency.get_or_create(&l).observe(seconds);
+    }
+
+    /// Counts one warning of `kind` (see [`crate::webhook::warning`]).
+    pub fn warning(&self, kind: WarningKind) {
+        self.inner
+            .warnings
+            .get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            })
+            .inc();
     }
 
     /// Counts one reload attempt.
@@ -201,6 +203,7 @@ mod tests {
         m.review(Outcome::Mutated, 0.001);
         m.review(Outcome::Denied, 0.002);
         m.reload(Reloaded::Policy, true);
+        m.warning(WarningKind::Sidecar);
         let text = m.encode();
         assert!(
             text.contains(r#"airflow_keda_scaler_webhook_reviews_total{outcome="mutated"} 1"#),
@@ -212,6 +215,14 @@ mod tests {
                 r#"airflow_keda_scaler_webhook_warnings_total{kind="no-base-container"}"#
             ),
             "every warning kind is exposed from the start: {text}"
+        );
+        assert!(
+            text.contains(r#"airflow_keda_scaler_webhook_warnings_total{kind="sidecar"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !Metrics::new().encode().contains(r#"{kind="sidecar"} 1"#),
+            "each registry counts its own warnings"
         );
         assert!(
             text.contains(r#"airflow_keda_scaler_webhook_loaded{what="policy"} 1"#),

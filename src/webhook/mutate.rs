@@ -428,7 +428,7 @@ mod tests {
 
     fn run(policy: &str, pod: &str) -> Mutation {
         let policy = Policy::parse(policy).unwrap();
-        let pod: Pod = serde_yaml::from_str(pod).unwrap();
+        let pod: Pod = serde_saphyr::from_str(pod).unwrap();
         let task = TaskIdentity::of(&pod);
         let r = resolve(&policy, "airflow", &task, &pod);
         let choice = choose_node_type(&policy, &r.effective, &pod);
@@ -495,7 +495,7 @@ priorityClasses: {}
         let pod = "metadata: {name: p}\nspec: {priority: 0, containers: [{name: base, env: [{name: X, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]}, {name: side}]}";
         let first = run(&policy, pod);
         assert!(first.changed());
-        let again_pod = serde_yaml::to_string(&first.pod).unwrap();
+        let again_pod = serde_saphyr::to_string(&first.pod).unwrap();
         let second = run(&policy, &again_pod);
         assert!(
             !second.changed(),

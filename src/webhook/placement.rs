@@ -200,7 +200,7 @@ mod tests {
     use crate::webhook::matching::{TaskIdentity, resolve};
 
     fn pod(yaml: &str) -> Pod {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_saphyr::from_str(yaml).unwrap()
     }
 
     #[test]

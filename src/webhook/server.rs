@@ -524,7 +524,7 @@ fn answer(state: &AppState, body: Result<Bytes, BytesRejection>) -> (Outcome, Re
             (StatusCode::SERVICE_UNAVAILABLE, "no policy loaded yet\n").into_response(),
         );
     };
-    match review::handle(&policy, &body) {
+    match review::handle(&policy, &state.metrics, &body) {
         Ok(h) => {
             let s = &h.summary;
             tracing::info!(

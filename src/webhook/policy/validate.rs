@@ -4,10 +4,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Toleration;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
+use serde_saphyr::Spanned;
 
 use super::{
     Action, AirflowPodSelector, GuardRails, NodeType, Policy, Problem, Resources, Rule, RuleMatch,
-    Settings, consistency::placement_for, names::is_profile_name, raw::*,
+    Settings,
+    consistency::placement_for,
+    names::is_profile_name,
+    raw::*,
+    yaml::{self, Node},
 };
 
 fn join(prefix: &str, inner: &str) -> String {
@@ -36,8 +42,23 @@ impl Cx {
         });
     }
 
+    /// One piece of the file as JSON; keys that are not scalars are problems.
+    fn json(&mut self, path: &str, node: &Node) -> Value {
+        let mut bad = Vec::new();
+        let value = node.to_json(&mut |inner| bad.push(join(path, inner)));
+        for at in bad {
+            self.problem(at, "keys must be strings, numbers or booleans");
+        }
+        value
+    }
+
     /// Deserializes one piece of the file, recording the error with its full path.
-    fn piece<T: DeserializeOwned>(&mut self, path: &str, value: serde_yaml::Value) -> Option<T> {
+    fn piece<T: DeserializeOwned>(&mut self, path: &str, node: &Node) -> Option<T> {
+        let value = self.json(path, node);
+        self.piece_of(path, value)
+    }
+
+    fn piece_of<T: DeserializeOwned>(&mut self, path: &str, value: Value) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -49,29 +70,41 @@ impl Cx {
         }
     }
 
+    /// Reads and checks the policy text; every problem found names its line.
     pub(super) fn policy(&mut self, text: &str) -> Option<Policy> {
-        let mut root: serde_yaml::Value = match serde_yaml::from_str(text) {
-            Ok(v) => v,
+        let root = match yaml::parse(text) {
+            Ok(root) => root,
             Err(e) => {
                 self.problem(".", format!("not valid YAML: {e}"));
                 return None;
             }
         };
-        if let Err(e) = root.apply_merge() {
-            self.problem(".", format!("YAML merge keys: {e}"));
-            return None;
+        let policy = self.policy_of(&root);
+        self.add_lines(&root);
+        policy
+    }
+
+    /// Appends the line each problem's path is written on (or the closest enclosing one).
+    fn add_lines(&mut self, root: &Spanned<Node>) {
+        for p in &mut self.problems {
+            if let Some(at) = yaml::locate(root, &p.path) {
+                p.message = format!("{} (line {})", p.message, at.line());
+            }
         }
-        let mut map = match root {
-            serde_yaml::Value::Mapping(m) => m,
-            serde_yaml::Value::Null => serde_yaml::Mapping::new(),
+    }
+
+    fn policy_of(&mut self, root: &Spanned<Node>) -> Option<Policy> {
+        let entries: &[(Node, Spanned<Node>)] = match &root.value {
+            Node::Map(entries) => entries,
+            Node::Null => &[],
             _ => {
                 self.problem(".", "a policy is a YAML mapping (airflowPods, defaults, nodeTypes, defaultNodeType, profiles, rules, guardRails)");
                 return None;
             }
         };
-        for key in map.keys() {
-            match key.as_str() {
-                Some(k) if TOP_LEVEL_KEYS.contains(&k) => {}
+        for (key, _) in entries {
+            match key.key_text() {
+                Some(k) if TOP_LEVEL_KEYS.contains(&k.as_str()) => {}
                 Some(k) => self.problem(
                     k,
                     format!("unknown key; expected one of {}", TOP_LEVEL_KEYS.join(", ")),
@@ -79,7 +112,13 @@ impl Cx {
                 None => self.problem(".", "keys must be strings"),
             }
         }
-        let mut take = |k: &str| map.remove(k).filter(|v| !v.is_null());
+        let take = |k: &str| {
+            entries
+                .iter()
+                .find(|(key, _)| matches!(key, Node::Str(s) if s == k))
+                .map(|(_, v)| &v.value)
+                .filter(|v| !v.is_null())
+        };
 
         let airflow_pods = match take("airflowPods") {
             Some(v) => self
@@ -146,10 +185,10 @@ impl Cx {
         let mut rule_paths = Vec::new();
         if let Some(v) = rules_value {
             match v {
-                serde_yaml::Value::Sequence(items) => {
+                Node::Seq(items) => {
                     let mut seen = BTreeSet::new();
-                    for (i, item) in items.into_iter().enumerate() {
-                        if let Some(r) = self.rule(&format!("rules[{i}]"), item, &names) {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(r) = self.rule(&format!("rules[{i}]"), &item.value, &names) {
                             if let Some(nt) = r
                                 .settings
                                 .node_type
@@ -223,18 +262,19 @@ impl Cx {
     fn named_pieces<T: DeserializeOwned>(
         &mut self,
         path: &str,
-        value: Option<serde_yaml::Value>,
+        value: Option<&Node>,
     ) -> Vec<(String, T)> {
         let Some(value) = value else {
             return Vec::new();
         };
-        let serde_yaml::Value::Mapping(map) = value else {
+        let Node::Map(map) = value else {
             self.problem(path, "expected a mapping of name: settings");
             return Vec::new();
         };
+        let empty = Node::Map(Vec::new());
         let mut out = Vec::new();
         for (k, v) in map {
-            let Some(name) = k.as_str().map(str::to_owned) else {
+            let Some(name) = k.key_text() else {
                 self.problem(path, "names must be strings");
                 continue;
             };
@@ -243,11 +283,7 @@ impl Cx {
                 continue;
             }
             let item_path = format!("{path}.{name}");
-            let v = if v.is_null() {
-                serde_yaml::Value::Mapping(Default::default())
-            } else {
-                v
-            };
+            let v = if v.value.is_null() { &empty } else { &v.value };
             if let Some(t) = self.piece::<T>(&item_path, v) {
                 out.push((name, t));
             }
@@ -364,18 +400,16 @@ impl Cx {
         }
     }
 
-    fn rule(
-        &mut self,
-        path: &str,
-        item: serde_yaml::Value,
-        node_types: &BTreeSet<String>,
-    ) -> Option<Rule> {
-        let serde_yaml::Value::Mapping(mut map) = item else {
-            self.problem(path, "a rule is a mapping with name, match and settings");
-            return None;
+    fn rule(&mut self, path: &str, item: &Node, node_types: &BTreeSet<String>) -> Option<Rule> {
+        let mut map = match self.json(path, item) {
+            Value::Object(map) => map,
+            _ => {
+                self.problem(path, "a rule is a mapping with name, match and settings");
+                return None;
+            }
         };
         let name = match map.remove("name") {
-            Some(serde_yaml::Value::String(s)) if !s.trim().is_empty() => s,
+            Some(Value::String(s)) if !s.trim().is_empty() => s,
             _ => {
                 self.problem(format!("{path}.name"), "every rule needs a name");
                 format!("#{}", path.trim_start_matches("rules"))
@@ -383,13 +417,13 @@ impl Cx {
         };
         let matcher = match map.remove("match").filter(|v| !v.is_null()) {
             Some(v) => self
-                .piece::<MatchSpec>(&format!("{path}.match"), v)
+                .piece_of::<MatchSpec>(&format!("{path}.match"), v)
                 .map(|m| self.rule_match(&format!("{path}.match"), m))
                 .unwrap_or_default(),
             None => RuleMatch::default(),
         };
         let settings = self
-            .piece::<SettingsSpec>(path, serde_yaml::Value::Mapping(map))
+            .piece_of::<SettingsSpec>(path, Value::Object(map))
             .map(|s| self.settings(path, s, node_types))
             .unwrap_or_default();
         Some(Rule {

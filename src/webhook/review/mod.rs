@@ -15,14 +15,13 @@
 //! - [`verdict`]: the decision for one typed pod.
 //! - [`patch`]: the JSONPatch and its safety check.
 
-use base64::Engine as _;
 use json_patch::Patch;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::Operation;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, value::RawValue};
+use serde_json::value::RawValue;
 
-use super::{metrics, policy::Policy, warning::Warning};
+use super::{metrics::Metrics, policy::Policy, warning::Warning};
 
 mod patch;
 mod verdict;
@@ -55,8 +54,8 @@ pub enum ReviewError {
 /// Result of handling one AdmissionReview body.
 #[derive(Debug, Clone)]
 pub struct Handled {
-    /// The response to send (HTTP 200), as JSON.
-    pub response: Value,
+    /// The response to send (HTTP 200), serialized as JSON.
+    pub response: ReviewResponse,
     /// For metrics.
     pub outcome: Outcome,
     /// For the log line.
@@ -160,8 +159,9 @@ fn decode_pod(raw: &RawValue) -> Result<Pod, String> {
     })
 }
 
-/// Handles one AdmissionReview body: parse, decide, answer with the same `uid`.
-pub fn handle(policy: &Policy, body: &[u8]) -> Result<Handled, ReviewError> {
+/// Handles one AdmissionReview body: parse, decide, answer with the same `uid`. Warnings are
+/// counted in `metrics`.
+pub fn handle(policy: &Policy, metrics: &Metrics, body: &[u8]) -> Result<Handled, ReviewError> {
     let review: ReviewIn<'_> =
         serde_json::from_slice(body).map_err(|e| ReviewError::BadReview(scrub(&e)))?;
     if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
@@ -185,7 +185,7 @@ pub fn handle(policy: &Policy, body: &[u8]) -> Result<Handled, ReviewError> {
     let skip = |why: &str, mut summary: ReviewSummary| {
         summary.detail = why.to_owned();
         Ok(Handled {
-            response: response(&request.uid, Answer::Allow(None), &[])?,
+            response: response(&request.uid, Answer::Allow(None), Vec::new())?,
             outcome: Outcome::Skipped,
             summary,
         })
@@ -243,8 +243,8 @@ pub fn handle(policy: &Policy, body: &[u8]) -> Result<Handled, ReviewError> {
             } else {
                 applied.join("; ")
             };
-            report_warnings(&mut summary, &warnings);
-            response(&request.uid, Answer::Allow(Some(&patch)), &warnings)?
+            report_warnings(metrics, &mut summary, &warnings);
+            response(&request.uid, Answer::Allow(Some(&patch)), warnings)?
         }
         Verdict::Deny {
             task,
@@ -252,8 +252,8 @@ pub fn handle(policy: &Policy, body: &[u8]) -> Result<Handled, ReviewError> {
             warnings,
         } => {
             summary.task = Some(task.to_string());
-            report_warnings(&mut summary, &warnings);
-            let r = response(&request.uid, Answer::Deny(&message), &warnings)?;
+            report_warnings(metrics, &mut summary, &warnings);
+            let r = response(&request.uid, Answer::Deny(&message), warnings)?;
             summary.detail = message;
             r
         }
@@ -267,9 +267,9 @@ pub fn handle(policy: &Policy, body: &[u8]) -> Result<Handled, ReviewError> {
 
 /// Where warnings go besides the client and the pod: the counter by kind and one info line
 /// each (names and paths only, see [`crate::webhook::warning`]).
-fn report_warnings(summary: &mut ReviewSummary, warnings: &[Warning]) {
+fn report_warnings(metrics: &Metrics, summary: &mut ReviewSummary, warnings: &[Warning]) {
     for w in warnings {
-        metrics::count_warning(w.kind);
+        metrics.warning(w.kind);
         tracing::info!(
             uid = %summary.uid,
             namespace = %summary.namespace,
@@ -288,39 +288,62 @@ enum Answer<'a> {
     Deny(&'a str),
 }
 
-#[derive(Serialize)]
+/// The `admission.k8s.io/v1` AdmissionReview answering a request, serialized straight to the
+/// body (no intermediate JSON tree).
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<StatusOut<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    /// Base64, as the API server reads Go's `[]byte`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    warnings: &'a [Warning],
+pub struct ReviewResponse {
+    api_version: &'static str,
+    kind: &'static str,
+    /// The answer.
+    pub response: ResponseOut,
 }
 
-#[derive(Serialize)]
-struct StatusOut<'a> {
+/// The `response` of a [`ReviewResponse`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseOut {
+    /// The request's uid.
+    pub uid: String,
+    /// Admitted or not.
+    pub allowed: bool,
+    /// Why not, when denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusOut>,
+    /// `JSONPatch` when there is a patch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    /// The JSONPatch, base64, as the API server reads Go's `[]byte`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// Warnings, as the client sees them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
+}
+
+/// The status of a denial.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusOut {
     status: &'static str,
-    message: &'a str,
+    /// What the client sees.
+    pub message: String,
     reason: &'static str,
     code: u16,
 }
 
-/// The `admission.k8s.io/v1` response review.
-fn response(uid: &str, answer: Answer<'_>, warnings: &[Warning]) -> Result<Value, ReviewError> {
+/// The response review. The patch is serialized straight into its base64 text.
+fn response(
+    uid: &str,
+    answer: Answer<'_>,
+    warnings: Vec<Warning>,
+) -> Result<ReviewResponse, ReviewError> {
     let (allowed, status, patch) = match answer {
         Answer::Allow(patch) => (true, None, patch.filter(|p| !p.0.is_empty())),
         Answer::Deny(message) => (
             false,
             Some(StatusOut {
                 status: "Failure",
-                message,
+                message: message.to_owned(),
                 reason: "Forbidden",
                 code: 403,
             }),
@@ -328,21 +351,24 @@ fn response(uid: &str, answer: Answer<'_>, warnings: &[Warning]) -> Result<Value
         ),
     };
     let patch = patch
-        .map(|p| serde_json::to_vec(p).map(|b| base64::engine::general_purpose::STANDARD.encode(b)))
+        .map(|p| {
+            let mut b64 =
+                base64::write::EncoderStringWriter::new(&base64::engine::general_purpose::STANDARD);
+            serde_json::to_writer(&mut b64, p).map(|()| b64.into_inner())
+        })
         .transpose()?;
-    let out = ResponseOut {
-        uid,
-        allowed,
-        status,
-        patch_type: patch.as_ref().map(|_| "JSONPatch"),
-        patch,
-        warnings,
-    };
-    Ok(serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "response": serde_json::to_value(&out)?,
-    }))
+    Ok(ReviewResponse {
+        api_version: "admission.k8s.io/v1",
+        kind: "AdmissionReview",
+        response: ResponseOut {
+            uid: uid.to_owned(),
+            allowed,
+            status,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            warnings,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -398,13 +424,13 @@ mod tests {
             ),
         ];
         for (body, message) in &bad_review {
-            match handle(&policy, body) {
+            match handle(&policy, &Metrics::new(), body) {
                 Err(ReviewError::BadReview(m)) => assert!(m.contains(message), "{m}"),
                 other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
             }
         }
         for (body, message) in &bad_pod {
-            match handle(&policy, body) {
+            match handle(&policy, &Metrics::new(), body) {
                 Err(ReviewError::BadPod { uid, reason }) => {
                     assert_eq!(uid, "u");
                     assert!(reason.contains(message), "{reason}");
@@ -418,9 +444,12 @@ mod tests {
         let unparsable = review(
             r#""operation":"CREATE","object":{"apiVersion":"v1","kind":"Pod","metadata":{"labels":{"kubernetes_executor":"True","airflow-worker":"1"}},"spec":{"containers":[{"name":"base","resources":{"requests":{"cpu":"lots"}}}]}}"#,
         );
-        let handled = handle(&policy, unparsable.as_bytes()).unwrap();
+        let handled = handle(&policy, &Metrics::new(), unparsable.as_bytes()).unwrap();
         assert_eq!(handled.outcome, Outcome::Mutated);
-        assert_eq!(handled.response["response"]["allowed"], true);
+        assert_eq!(
+            serde_json::to_value(&handled.response).unwrap()["response"]["allowed"],
+            true
+        );
         assert!(
             !handled.summary.detail.contains("requests.cpu"),
             "{}",
@@ -451,16 +480,17 @@ mod tests {
     fn truncated_and_corrupted_reviews_never_panic() {
         let policy = Policy::parse("guardRails: {unknownProfile: warn}").unwrap();
         let body = airflow_review();
-        let ok = handle(&policy, &body).unwrap();
+        let metrics = Metrics::new();
+        let ok = handle(&policy, &metrics, &body).unwrap();
         assert_eq!(ok.outcome, Outcome::Mutated);
         for end in 0..body.len() {
-            let _ = handle(&policy, &body[..end]);
+            let _ = handle(&policy, &metrics, &body[..end]);
         }
         for i in 0..body.len() {
             for b in [b'"', b'{', b'0', b'\\', b'-', 0xff] {
                 let mut bad = body.clone();
                 bad[i] = b;
-                let _ = handle(&policy, &bad);
+                let _ = handle(&policy, &metrics, &bad);
             }
         }
     }
@@ -468,11 +498,16 @@ mod tests {
     #[test]
     fn unknown_profile_can_be_a_warning() {
         let policy = Policy::parse("guardRails: {unknownProfile: warn, sidecars: allow}").unwrap();
-        let h = handle(&policy, &airflow_review()).unwrap();
-        let warnings = h.response["response"]["warnings"]
-            .as_array()
-            .unwrap()
-            .clone();
+        let metrics = Metrics::new();
+        let h = handle(&policy, &metrics, &airflow_review()).unwrap();
+        assert!(
+            metrics.encode().contains(
+                r#"airflow_keda_scaler_webhook_warnings_total{kind="unknown-profile"} 1"#
+            ),
+            "counted in the metrics it was given"
+        );
+        let response = serde_json::to_value(&h.response).unwrap();
+        let warnings = response["response"]["warnings"].as_array().unwrap().clone();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
             warnings[0]
@@ -480,13 +515,17 @@ mod tests {
                 .unwrap()
                 .contains("unknown profile `nope`")
         );
-        assert!(
-            h.response["response"]["patch"].is_string(),
-            "patch is base64"
-        );
-        let denied = handle(&Policy::parse("").unwrap(), &airflow_review()).unwrap();
+        assert!(response["response"]["patch"].is_string(), "patch is base64");
+        let denied = handle(
+            &Policy::parse("").unwrap(),
+            &Metrics::new(),
+            &airflow_review(),
+        )
+        .unwrap();
         assert_eq!(denied.outcome, Outcome::Denied);
-        assert_eq!(denied.response["response"]["uid"], "u-1");
+        let denied = serde_json::to_value(&denied.response).unwrap();
+        assert_eq!(denied["response"]["uid"], "u-1");
+        assert_eq!(denied["response"]["status"]["code"], 403);
     }
 
     #[test]

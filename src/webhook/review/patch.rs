@@ -1,25 +1,30 @@
 //! The RFC 6902 patch from the pod to its mutated copy, and the check that refuses any patch
 //! touching what the webhook must never touch.
 
+use std::collections::BTreeMap;
+
 use json_patch::{
-    AddOperation, Patch, PatchOperation, RemoveOperation,
+    AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation,
     jsonptr::{Pointer, PointerBuf},
 };
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
+use serde_json::Value;
 
 use super::{super::policy::WORKLOAD_VOLUME, ReviewError};
 
 /// The RFC 6902 patch from `before` to `after`, checked against the invariants.
 ///
 /// Only the fields the mutation may change are compared (typed, which is cheap) and only those
-/// that differ are turned into JSON and diffed: the same operations as a diff of the whole pods,
-/// without serializing pods of several KB twice per review. Debug builds check that equality.
+/// that differ are turned into JSON: string maps key by key, lists that only grew item by item
+/// (what the mutation does to labels, annotations, the node selector, tolerations, volumes and
+/// mounts), anything else through a JSON diff of that field alone. Debug builds check that the
+/// patch turns the pod into its mutated copy.
 pub fn pod_patch(before: &Pod, after: &Pod) -> Result<Patch, ReviewError> {
     let mut ops = Vec::new();
     let (mb, ma) = (&before.metadata, &after.metadata);
-    diff_field(&mut ops, &["metadata", "labels"], &mb.labels, &ma.labels)?;
-    diff_field(
+    diff_map(&mut ops, &["metadata", "labels"], &mb.labels, &ma.labels)?;
+    diff_map(
         &mut ops,
         &["metadata", "annotations"],
         &mb.annotations,
@@ -33,22 +38,22 @@ pub fn pod_patch(before: &Pod, after: &Pod) -> Result<Patch, ReviewError> {
             let i = i.to_string();
             let at = |field| ["spec", "containers", i.as_str(), field];
             diff_field(&mut ops, &at("resources"), &cb.resources, &ca.resources)?;
-            diff_field(&mut ops, &at("env"), &cb.env, &ca.env)?;
-            diff_field(
+            diff_list(&mut ops, &at("env"), &cb.env, &ca.env)?;
+            diff_list(
                 &mut ops,
                 &at("volumeMounts"),
                 &cb.volume_mounts,
                 &ca.volume_mounts,
             )?;
         }
-        diff_field(&mut ops, &["spec", "volumes"], &sb.volumes, &sa.volumes)?;
-        diff_field(
+        diff_list(&mut ops, &["spec", "volumes"], &sb.volumes, &sa.volumes)?;
+        diff_map(
             &mut ops,
             &["spec", "nodeSelector"],
             &sb.node_selector,
             &sa.node_selector,
         )?;
-        diff_field(
+        diff_list(
             &mut ops,
             &["spec", "tolerations"],
             &sb.tolerations,
@@ -111,6 +116,64 @@ fn diff_field<T: Serialize + PartialEq>(
         }
     }
     Ok(())
+}
+
+/// [`diff_field`] for a string map, key by key (no JSON tree of either map).
+fn diff_map(
+    ops: &mut Vec<PatchOperation>,
+    path: &[&str],
+    before: &Option<BTreeMap<String, String>>,
+    after: &Option<BTreeMap<String, String>>,
+) -> Result<(), ReviewError> {
+    let (Some(b), Some(a)) = (before, after) else {
+        return diff_field(ops, path, before, after);
+    };
+    if b == a {
+        return Ok(());
+    }
+    let at = PointerBuf::from_tokens(path.iter().copied());
+    for (key, value) in a {
+        let old = b.get(key);
+        if old == Some(value) {
+            continue;
+        }
+        let path = at.with_trailing_token(key.as_str());
+        let value = Value::String(value.clone());
+        ops.push(match old {
+            None => PatchOperation::Add(AddOperation { path, value }),
+            Some(_) => PatchOperation::Replace(ReplaceOperation { path, value }),
+        });
+    }
+    for key in b.keys().filter(|k| !a.contains_key(*k)) {
+        ops.push(PatchOperation::Remove(RemoveOperation {
+            path: at.with_trailing_token(key.as_str()),
+        }));
+    }
+    Ok(())
+}
+
+/// [`diff_field`] for a list: when the mutation only appended items, one `add` per new item
+/// (no JSON tree of the items already there); otherwise a JSON diff of the list.
+fn diff_list<T: Serialize + PartialEq>(
+    ops: &mut Vec<PatchOperation>,
+    path: &[&str],
+    before: &Option<Vec<T>>,
+    after: &Option<Vec<T>>,
+) -> Result<(), ReviewError> {
+    if let (Some(b), Some(a)) = (before, after)
+        && a.len() > b.len()
+        && a[..b.len()] == b[..]
+    {
+        let at = PointerBuf::from_tokens(path.iter().copied());
+        for (i, item) in a.iter().enumerate().skip(b.len()) {
+            ops.push(PatchOperation::Add(AddOperation {
+                path: at.with_trailing_token(i),
+                value: serde_json::to_value(item)?,
+            }));
+        }
+        return Ok(());
+    }
+    diff_field(ops, path, before, after)
 }
 
 fn prefixed(prefix: &Pointer, op: PatchOperation) -> PatchOperation {
