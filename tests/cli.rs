@@ -204,7 +204,8 @@ fn help_documents_every_flag_with_env_and_default() {
         // Help text wraps; compare with whitespace folded.
         let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
         for arg in command.get_arguments().chain(cli.get_arguments()) {
-            if matches!(arg.get_id().as_str(), "help" | "version") {
+            // Deprecated flags (`--pgbouncer`) are accepted but hidden on purpose.
+            if matches!(arg.get_id().as_str(), "help" | "version") || arg.is_hide_set() {
                 continue;
             }
             if let Some(long) = arg.get_long() {
