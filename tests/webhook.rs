@@ -1153,7 +1153,7 @@ rules:
     let mut out = Vec::new();
     let code = commands::validate_policy(&file, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
-    assert_eq!(code, ExitCode::from(1), "{text}");
+    assert_eq!(code, ExitCode::from(3), "{text}");
     for (path, words) in [
         ("nodeTypes.cpu-too.nodeSelector:", "same nodeSelector"),
         ("nodeTypes.bare.allocatable:", "allocatable"),

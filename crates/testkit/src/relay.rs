@@ -57,7 +57,8 @@ impl Relay {
         self.mode.send_replace(Mode::Stall);
     }
 
-    /// Forwards new connections again.
+    /// Forwards new connections again. Connections open before the last cut or stall are reset
+    /// even when the restore follows at once.
     pub fn restore(&self) {
         self.mode.send_replace(Mode::Forward);
     }
@@ -99,11 +100,14 @@ async fn relay_one(mut inbound: TcpStream, target: SocketAddr, mut rx: watch::Re
         reset(inbound);
         return;
     };
+    // Any mode change after this connection opened ends it. Waiting for "not Forward" instead
+    // would miss a cut followed at once by a restore: a watch channel keeps only the latest
+    // value, so the connection would see Forward again and survive the cut.
     tokio::select! {
         _ = copy_bidirectional(&mut inbound, &mut outbound) => return,
-        _ = rx.wait_for(|m| *m != Mode::Forward) => {}
+        _ = rx.changed() => {}
     }
-    if *rx.borrow() == Mode::Stall {
+    if *rx.borrow_and_update() == Mode::Stall {
         // Hold both ends open, forwarding nothing, until cut or restored.
         let _ = rx.wait_for(|m| *m != Mode::Stall).await;
     }

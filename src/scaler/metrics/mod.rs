@@ -75,8 +75,10 @@ struct WorkerGauges {
 }
 
 impl WorkerGauges {
-    fn register(&self, registry: &mut Registry) {
-        registry.register(
+    /// `live` holds what comes from the snapshot (shown only while it is fresh), `registry`
+    /// the rest.
+    fn register(&self, registry: &mut Registry, live: &mut Registry) {
+        live.register(
             "scheduled_tasks",
             "Scheduled task instances per declared worker queue (waiting for the scheduler)",
             self.scheduled.clone(),
@@ -286,7 +288,7 @@ impl Metrics {
             open_streams.clone(),
         );
         let workers = WorkerGauges::default();
-        workers.register(&mut registry);
+        workers.register(&mut registry, &mut live);
         registry.register(
             "refresh_interval_effective_seconds",
             "Start-to-start time of refreshes: --refresh-interval, stretched while the query \
