@@ -201,6 +201,9 @@ def test_scale_down_stabilization_defaults_to_five_minutes_and_can_change():
         ({}, 300),
         ({"scaledObject": {"scaleDownStabilizationSeconds": 60}}, 60),
         ({"scaledObject": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 30}}}}, 30),
+        # 0 is a value, not "unset" (sprig's merge took it for empty and put 300 back).
+        ({"scaledObject": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}}}}, 0),
+        ({"scaledObject": {"scaleDownStabilizationSeconds": 0}}, 0),
     ]:
         (so,) = of_kind(render(values), "ScaledObject")
         behavior = so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
