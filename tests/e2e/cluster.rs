@@ -66,6 +66,7 @@ where
                     timeout.as_secs()
                 )
             }
+            // Poll interval inside the deadline loop above.
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }

@@ -324,6 +324,7 @@ impl Scaling {
                 self.label,
                 self.hpa_status().await
             );
+            // Polling interval of a "replicas must stay" check: holding for a duration is the assertion.
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }

@@ -333,6 +333,8 @@ pub async fn reinvocation() {
     )
     .await;
     // Let the API server's webhook informer see the new configuration.
+    // Why a timed wait: the API server exposes no event for "webhook informer synced"; a probe-pod
+    // loop would replace it (noted in the closing note).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = w.reviews().await;
     let plain = airflow_pod("plain.json");
