@@ -25,6 +25,9 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Fault injection for the proofs: reads `FAILPOINTS` in builds with the `failpoints`
+    // feature; does nothing otherwise.
+    let _faults = fail::FailScenario::setup();
     let cli = Cli::parse();
     if let Err(e) = cli.log.init() {
         eprintln!("error: {e}");

@@ -49,6 +49,16 @@ impl Serve {
     /// Starts `serve` on `url` with `extra` flags (`ulimit -n` first when `nofile` is set) and
     /// waits until `/livez` answers.
     async fn start(url: &str, extra: &[&str], nofile: Option<u32>) -> Self {
+        Self::start_env(url, extra, nofile, &[]).await
+    }
+
+    /// [`Serve::start`] with extra environment variables.
+    async fn start_env(
+        url: &str,
+        extra: &[&str],
+        nofile: Option<u32>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let queues = dir.path().join("worker-queues.yaml");
         std::fs::write(&queues, WORKER_QUEUES).unwrap();
@@ -79,6 +89,7 @@ impl Serve {
                 cmd.env_remove(key);
             }
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd.spawn().expect("start the scaler binary");
         let mut pipe = child.stderr.take().unwrap();
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -449,6 +460,92 @@ async fn sigterm_turns_readiness_off_keeps_serving_through_the_drain_delay_then_
          new calls served during the delay, stream and Watch ended OK at {stream_end:?}, exit 0 \
          after {took:?}"
     );
+}
+
+/// Issue 14 point 5, through the binary: a critical task that dies (the refresher or the
+/// readiness tracker panics, the gRPC listener's accept stream ends) turns the probe port's
+/// readiness off or closes it, and the process exits non-zero naming the task. The deaths are
+/// injected with fail points (`fail` crate, cargo feature `failpoints`, on in `.ci/test`; a
+/// build without the feature has none and skips this test).
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_critical_task_turns_the_probe_off_and_exits_non_zero() {
+    // Counted fail points: the task dies after about 3 s of good refreshes (100 ms apart), so
+    // the Watch below sees SERVING first. The gRPC listener dies on its first connection.
+    let cases = [
+        ("refresher-loop=30*off->panic", "refresher panicked", false),
+        (
+            "readiness-tracker=30*off->panic",
+            "gRPC readiness panicked",
+            false,
+        ),
+        (
+            "grpc-accept=return",
+            "gRPC server stopped unexpectedly",
+            true,
+        ),
+    ];
+    for (failpoint, reason, connect) in cases {
+        let db = TestDb::sqlite().await;
+        create(&db, AirflowVersion::V3, &rows(3, "queued")).await;
+        let mut p = Serve::start_env(
+            db.url(),
+            &["--refresh-interval", "100ms", "--drain-delay", "5s"],
+            None,
+            &[("FAILPOINTS", failpoint)],
+        )
+        .await;
+        let mut watch = p
+            .probe()
+            .await
+            .watch(HealthCheckRequest {
+                service: "readiness".into(),
+            })
+            .await
+            .expect("Watch readiness")
+            .into_inner();
+        let deadline = Duration::from_secs(10);
+        // SERVING first (after the first refresh).
+        loop {
+            let m = tokio::time::timeout(deadline, watch.message())
+                .await
+                .expect("Watch sends SERVING")
+                .expect("Watch stream")
+                .expect("Watch open");
+            if m.status == ServingStatus::Serving as i32 {
+                break;
+            }
+        }
+        if connect {
+            // The listener dies on this connection; the call fails or is cut.
+            let _ = tokio::time::timeout(deadline, async {
+                metric(&mut p.client().await, "default").await
+            })
+            .await;
+        }
+        // Then readiness goes off (NOT_SERVING) or the probe port closes (the Watch ends):
+        // never SERVING again.
+        let after = tokio::time::timeout(deadline, watch.message())
+            .await
+            .expect("the probe stops saying SERVING");
+        if let Ok(Some(m)) = after {
+            assert_eq!(
+                m.status,
+                ServingStatus::NotServing as i32,
+                "{failpoint}: {}",
+                p.stderr()
+            );
+        }
+        // The drain delay (5 s) is skipped: a dead task stops the process at once.
+        let status = p.exit_within(Duration::from_secs(4)).await;
+        let stderr = p.stderr();
+        assert!(!status.success(), "{failpoint}: exit {status}\n{stderr}");
+        assert!(
+            stderr.contains(reason),
+            "{failpoint}: the log names the task ({reason:?}):\n{stderr}"
+        );
+        eprintln!("proof_runtime: {failpoint}: probe off, exit {status}, log says {reason:?}");
+    }
 }
 
 /// Issue 14 point 4: idle clients exhaust the open-files limit.

@@ -115,6 +115,8 @@ pub async fn run_observed(
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep_until(next) => {}
         }
+        // Fault injection for the proofs (feature `failpoints`; nothing in other builds).
+        fail::fail_point!("refresher-loop");
         // A rotated Secret: the file changed (checked every tick, it is tiny), or it changed
         // after an authentication failure. Connect with the new password, no restart needed.
         if db.password_file_changed() {

@@ -45,6 +45,8 @@ pub struct Options {
     pub wrong_client_cert: bool,
     /// Wait for KEDA to create the HPA (it does not when it cannot reach the scaler).
     pub wait_hpa: bool,
+    /// Changes the chart's ScaledObject before it is applied.
+    pub edit_scaled_object: fn(&mut Value),
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             relay: false,
             wrong_client_cert: false,
             wait_hpa: true,
+            edit_scaled_object: |_| {},
         }
     }
 }
@@ -147,8 +150,9 @@ pub async fn setup(ns: &str, label: &str, opts: Options) -> Scaling {
         secret["data"]["tls.crt"] = json!(b64.encode(cert));
         secret["data"]["tls.key"] = json!(b64.encode(key));
     }
-    let (scaled_objects, rest): (Vec<Value>, Vec<Value>) =
+    let (mut scaled_objects, rest): (Vec<Value>, Vec<Value>) =
         docs.into_iter().partition(|d| d["kind"] == "ScaledObject");
+    scaled_objects.iter_mut().for_each(opts.edit_scaled_object);
     for doc in &rest {
         apply(&client, doc, ns).await;
     }

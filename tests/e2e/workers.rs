@@ -160,6 +160,8 @@ pub async fn idle_workers_go_first() {
     // nor name order alone would pick the idle ones. Hostnames as Airflow's default
     // hostname_callable (getfqdn) records them in a pod.
     let busy: BTreeSet<String> = [names[0].clone(), names[3].clone()].into();
+    // Only these 20 tasks: the formula then asks for 2 workers once the minimum is lowered.
+    s.set_tasks(0).await;
     let mut rows = running_on(&format!("{}.{ns}.svc.cluster.local", names[0]), 10, "a");
     rows.extend(running_on(&names[3], 10, "b"));
     insert(&s, &rows).await;
@@ -232,8 +234,9 @@ pub async fn drift_names_its_cause() {
     let ns = "e7-drift";
     let client = cluster::client().await;
     let kubeconfig = service_account_kubeconfig(&client, ns).await;
-    // The ScaledObject carries no tolerance (as on a cluster that drops the field), while the
-    // scaler is told tolerance 0 is configured. 5 workers held by minReplicaCount 5.
+    // The chart configures tolerance 0 (its default), and the scaler is told so; the
+    // ScaledObject reaches the API server without it, as on a cluster that drops the field
+    // (HPAConfigurableTolerance off, FACTS §10). 5 workers held by minReplicaCount 5.
     let s = scaling::setup(
         ns,
         "E7",
@@ -243,19 +246,26 @@ pub async fn drift_names_its_cause() {
             max: 12,
             initial: 5,
             values: json!({
-                "scaledObject": {"exactTolerance": false},
                 "scaler": {
                     "kubernetes": {"driftAfter": "5s"},
-                    "extraEnv": [
-                        {"name": "KUBECONFIG", "value": kubeconfig},
-                        {"name": "AIRFLOW_KEDA_SCALER_EXACT_TOLERANCE", "value": "true"},
-                    ],
+                    "extraEnv": [{"name": "KUBECONFIG", "value": kubeconfig}],
                 },
             }),
+            edit_scaled_object: drop_tolerance,
             ..Options::default()
         },
     )
     .await;
+    let rendered = scaled_objects(&s.client, ns)
+        .get(&s.scaled_object)
+        .await
+        .expect("ScaledObject");
+    assert!(
+        rendered.data["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleUp"]
+            .get("tolerance")
+            .is_none(),
+        "the ScaledObject carries no tolerance"
+    );
     // No kubelet: the stand-in marks the workers Ready, as a kubelet would.
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), ns);
     let ready = eventually(
@@ -291,6 +301,7 @@ pub async fn drift_names_its_cause() {
 
     // 81 tasks: the formula wants ceil(81 / 16) = 6, while 81 / (16 x 5) = 1.0125 is inside
     // the HPA's default 10 % band, so it keeps 5.
+    s.set_tasks(0).await;
     let rows: Vec<FixtureRow> = (0..81)
         .map(|i| FixtureRow::new("etl", &format!("q{i}"), "run_1", Some("queued"), "default"))
         .collect();
@@ -368,6 +379,9 @@ pub async fn drift_names_its_cause() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{stdout}");
+    if let Some(cause) = stdout.lines().find(|l| l.contains("tolerance dropped")) {
+        measure(format!("E7 explain: {}", cause.trim()));
+    }
     for needle in [
         "HPA DESIRED/CURRENT",
         "READY WORKERS",
@@ -379,6 +393,17 @@ pub async fn drift_names_its_cause() {
             stdout.contains(needle),
             "explain lacks {needle:?}:\n{stdout}"
         );
+    }
+}
+
+/// Removes `tolerance` from the ScaledObject's HPA behavior (what the API server does to an
+/// HPA when `HPAConfigurableTolerance` is off).
+fn drop_tolerance(so: &mut Value) {
+    let behavior = &mut so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"];
+    for direction in ["scaleUp", "scaleDown"] {
+        if let Some(rules) = behavior[direction].as_object_mut() {
+            rules.remove("tolerance");
+        }
     }
 }
 

@@ -170,11 +170,15 @@ impl GrpcServers {
                 });
             }
             None => tasks.critical("gRPC server", async move {
+                let incoming = conn::incoming(main_listener, limits, 1, token.clone())
+                    // Fault injection for the proofs (feature `failpoints`): `return` ends the
+                    // listener's stream, as a listener that died would. Always true otherwise.
+                    .take_while(|_| {
+                        fail::fail_point!("grpc-accept", |_| std::future::ready(false));
+                        std::future::ready(true)
+                    });
                 router
-                    .serve_with_incoming_shutdown(
-                        conn::incoming(main_listener, limits, 1, token.clone()),
-                        token.cancelled_owned(),
-                    )
+                    .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
                     .await
             }),
         }

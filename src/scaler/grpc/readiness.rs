@@ -45,6 +45,8 @@ pub(super) async fn track_readiness(
     let mut rx = store.subscribe();
     let mut last = None;
     loop {
+        // Fault injection for the proofs (feature `failpoints`; nothing in other builds).
+        fail::fail_point!("readiness-tracker");
         let published = rx.borrow_and_update().clone();
         let fresh = published.fresh(max_staleness);
         if last != Some(fresh.is_ok()) {
