@@ -178,7 +178,7 @@ pub fn mutate(args: &MutateRequest, out: &mut impl Write) -> Result<ExitCode, Co
         .clone()
         .or(ns)
         .unwrap_or_else(|| "default".to_owned());
-    let verdict = review_pod(&policy, &namespace, &pod)?;
+    let verdict = review_pod(&policy, &namespace, pod.clone())?;
     let outcome = verdict.outcome();
     let encode = |e: &dyn std::fmt::Display| CommandError::Encode(e.to_string());
     match (&verdict, args.output) {

@@ -33,11 +33,22 @@ use super::{
     warning::{Warning, WarningKind},
 };
 
-/// What mutation produced.
+/// What mutation produced: the changed pod (a copy, see [`mutate`]) and what changed.
 #[derive(Debug, Clone)]
 pub struct Mutation {
     /// The changed pod.
     pub pod: Pod,
+    /// One human line per change, e.g. `requests.cpu=2 (profile large)`.
+    pub applied: Vec<String>,
+    /// Things the admin should know (see [`crate::webhook::warning`]).
+    pub warnings: Vec<Warning>,
+    /// Origin of each `requests.<res>` / `limits.<res>` of `base` after mutation.
+    pub base_sources: BTreeMap<String, Source>,
+}
+
+/// What [`apply`] changed in a pod.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
     /// One human line per change, e.g. `requests.cpu=2 (profile large)`.
     pub applied: Vec<String>,
     /// Things the admin should know (see [`crate::webhook::warning`]).
@@ -60,20 +71,35 @@ pub fn base_index(spec: &PodSpec) -> Option<usize> {
         .position(|c| c.name == BASE_CONTAINER)
 }
 
-/// Applies the settings to a copy of the pod.
+/// Applies the settings to a copy of the pod (see [`apply`] for the pod itself).
 pub fn mutate(
     policy: &Policy,
     pod: &Pod,
     effective: &Effective,
     node_type: &NodeTypeChoice<'_>,
 ) -> Mutation {
-    let mut out = Mutation {
-        pod: pod.clone(),
-        applied: Vec::new(),
-        warnings: Vec::new(),
-        base_sources: BTreeMap::new(),
-    };
-    if let Some(spec) = out.pod.spec.as_mut() {
+    let mut copy = pod.clone();
+    let changes = apply(policy, &mut copy, effective, node_type);
+    Mutation {
+        pod: copy,
+        applied: changes.applied,
+        warnings: changes.warnings,
+        base_sources: changes.base_sources,
+    }
+}
+
+/// Applies the settings to the pod itself (the review keeps only what the patch compares,
+/// [`crate::webhook::review::Before`], instead of a copy of the whole pod).
+pub fn apply(
+    policy: &Policy,
+    pod: &mut Pod,
+    effective: &Effective,
+    node_type: &NodeTypeChoice<'_>,
+) -> Changes {
+    let had_labels = pod.metadata.labels.is_some();
+    let had_annotations = pod.metadata.annotations.is_some();
+    let mut out = Changes::default();
+    if let Some(spec) = pod.spec.as_mut() {
         match base_index(spec) {
             Some(i) => {
                 let had_volumes = spec.volumes.is_some();
@@ -133,10 +159,9 @@ pub fn mutate(
         ("annotation", &effective.annotations),
     ] {
         let map = if kind == "label" {
-            out.pod.metadata.labels.get_or_insert_with(Default::default)
+            pod.metadata.labels.get_or_insert_with(Default::default)
         } else {
-            out.pod
-                .metadata
+            pod.metadata
                 .annotations
                 .get_or_insert_with(Default::default)
         };
@@ -148,27 +173,19 @@ pub fn mutate(
             }
         }
     }
-    if out
-        .pod
-        .metadata
-        .labels
-        .as_ref()
-        .is_some_and(|m| m.is_empty())
-        && pod.metadata.labels.is_none()
-    {
-        out.pod.metadata.labels = None;
+    if pod.metadata.labels.as_ref().is_some_and(|m| m.is_empty()) && !had_labels {
+        pod.metadata.labels = None;
     }
-    if out
-        .pod
+    if pod
         .metadata
         .annotations
         .as_ref()
         .is_some_and(|m| m.is_empty())
-        && pod.metadata.annotations.is_none()
+        && !had_annotations
     {
-        out.pod.metadata.annotations = None;
+        pod.metadata.annotations = None;
     }
-    if out.changed() {
+    if !out.applied.is_empty() {
         let mut summary = Vec::new();
         if let Some(p) = &effective.profile {
             summary.push(format!("profile={p}"));
@@ -177,8 +194,7 @@ pub fn mutate(
             summary.push(format!("rules={}", effective.rules.join(",")));
         }
         summary.extend(out.applied.iter().cloned());
-        out.pod
-            .metadata
+        pod.metadata
             .annotations
             .get_or_insert_with(Default::default)
             .insert(APPLIED_ANNOTATION.to_owned(), summary.join("; "));

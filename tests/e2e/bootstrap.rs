@@ -23,8 +23,8 @@ pub async fn run() {
     files.sort();
     for path in files {
         let text = std::fs::read_to_string(&path).expect("CRD file");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let crd: Value = serde::Deserialize::deserialize(doc).expect("CRD YAML");
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("CRD YAML");
+        for crd in docs {
             if crd.is_null() {
                 continue;
             }

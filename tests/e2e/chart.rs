@@ -30,9 +30,10 @@ fn objects(release: &Value) -> Vec<Value> {
     let manifest = release["manifest"]
         .as_str()
         .unwrap_or_else(|| panic!("a manifest in the release: {release}"));
-    serde_yaml::Deserializer::from_str(manifest)
-        .map(|d| serde::Deserialize::deserialize(d).expect("manifest YAML"))
-        .filter(|v: &Value| !v.is_null())
+    serde_saphyr::from_multiple::<Value>(manifest)
+        .expect("manifest YAML")
+        .into_iter()
+        .filter(|v| !v.is_null())
         .collect()
 }
 

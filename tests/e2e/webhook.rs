@@ -45,7 +45,7 @@ pub fn airflow_pod(name: &str) -> Value {
 
 fn policy() -> Value {
     let text = include_str!("../fixtures/webhook/policy.yaml");
-    serde_yaml::from_str(text).expect("policy YAML")
+    serde_saphyr::from_str(text).expect("policy YAML")
 }
 
 /// Installs the chart's webhook objects in `release_ns` and runs the webhook Deployment's

@@ -26,7 +26,7 @@ use super::{metrics::Metrics, policy::Policy, warning::Warning};
 mod patch;
 mod verdict;
 
-pub use patch::{check_patch, pod_patch};
+pub use patch::{Before, check_patch, debug_check_patch, pod_patch};
 pub use verdict::{Outcome, Verdict, review_pod};
 
 /// Why a review could not be answered (the HTTP layer answers 400 or 500).
@@ -81,20 +81,20 @@ pub struct ReviewSummary {
     pub warnings: Vec<String>,
 }
 
-/// The envelope of a request: everything but the object, which stays raw JSON.
+/// The envelope of a request, with the object as `O`: a typed [`Pod`] on the fast path, raw
+/// JSON on the slow one (see [`handle`]).
 #[derive(Deserialize)]
-struct ReviewIn<'a> {
+struct ReviewIn<O> {
     #[serde(rename = "apiVersion", default)]
     api_version: String,
     #[serde(default)]
     kind: String,
-    #[serde(borrow)]
-    request: Option<RequestIn<'a>>,
+    request: Option<RequestIn<O>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
+struct RequestIn<O> {
     uid: String,
     kind: KindIn,
     #[serde(default)]
@@ -102,8 +102,50 @@ struct RequestIn<'a> {
     operation: Operation,
     #[serde(default)]
     namespace: Option<String>,
-    #[serde(default, borrow)]
-    object: Option<&'a RawValue>,
+    #[serde(default = "none")]
+    object: Option<O>,
+}
+
+fn none<O>() -> Option<O> {
+    None
+}
+
+/// The object of a request: decoded with the envelope, or left raw when that failed.
+enum ObjectIn<'a> {
+    Pod(Box<Pod>),
+    Raw(&'a RawValue),
+}
+
+impl<O> ReviewIn<O> {
+    fn map<P>(self, f: impl FnOnce(O) -> P) -> ReviewIn<P> {
+        ReviewIn {
+            api_version: self.api_version,
+            kind: self.kind,
+            request: self.request.map(|r| RequestIn {
+                uid: r.uid,
+                kind: r.kind,
+                sub_resource: r.sub_resource,
+                operation: r.operation,
+                namespace: r.namespace,
+                object: r.object.map(f),
+            }),
+        }
+    }
+}
+
+/// Reads the body in one pass, the object straight into a typed `Pod`; when that fails (not
+/// a pod, a malformed pod, a malformed envelope) reads it again with the object left raw, so
+/// that the error (or the skip) is exactly the one the slow path gives.
+fn read_review(body: &[u8]) -> Result<ReviewIn<ObjectIn<'_>>, ReviewError> {
+    // UTF-8 checked once for the whole body (`from_slice` checks every string again).
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Ok(review) = serde_json::from_str::<ReviewIn<Pod>>(text)
+    {
+        return Ok(review.map(|pod| ObjectIn::Pod(Box::new(pod))));
+    }
+    serde_json::from_slice::<ReviewIn<&RawValue>>(body)
+        .map(|review| review.map(ObjectIn::Raw))
+        .map_err(|e| ReviewError::BadReview(scrub(&e)))
 }
 
 #[derive(Deserialize)]
@@ -162,8 +204,7 @@ fn decode_pod(raw: &RawValue) -> Result<Pod, String> {
 /// Handles one AdmissionReview body: parse, decide, answer with the same `uid`. Warnings are
 /// counted in `metrics`.
 pub fn handle(policy: &Policy, metrics: &Metrics, body: &[u8]) -> Result<Handled, ReviewError> {
-    let review: ReviewIn<'_> =
-        serde_json::from_slice(body).map_err(|e| ReviewError::BadReview(scrub(&e)))?;
+    let review = read_review(body)?;
     if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
         return Err(ReviewError::BadReview(format!(
             "apiVersion `{}` kind `{}` (expected admission.k8s.io/v1 AdmissionReview)",
@@ -210,10 +251,13 @@ pub fn handle(policy: &Policy, metrics: &Metrics, body: &[u8]) -> Result<Handled
     let Some(object) = request.object else {
         return skip("no object", summary);
     };
-    let pod = decode_pod(object).map_err(|reason| ReviewError::BadPod {
-        uid: request.uid.clone(),
-        reason,
-    })?;
+    let pod = match object {
+        ObjectIn::Pod(pod) => *pod,
+        ObjectIn::Raw(raw) => decode_pod(raw).map_err(|reason| ReviewError::BadPod {
+            uid: request.uid.clone(),
+            reason,
+        })?,
+    };
     summary.pod = pod
         .metadata
         .name
@@ -226,7 +270,7 @@ pub fn handle(policy: &Policy, metrics: &Metrics, body: &[u8]) -> Result<Handled
         .or_else(|| pod.metadata.namespace.clone())
         .unwrap_or_default();
     summary.namespace.clone_from(&namespace);
-    let verdict = review_pod(policy, &namespace, &pod)?;
+    let verdict = review_pod(policy, &namespace, pod)?;
     let outcome = verdict.outcome();
     let response = match verdict {
         Verdict::Skip(why) => return skip(why, summary),
@@ -350,11 +394,12 @@ fn response(
             None,
         ),
     };
+    // The JSON in one buffer, then base64 in one pass: serde_json writes token by token, and
+    // a base64 writer pays for every small write.
     let patch = patch
         .map(|p| {
-            let mut b64 =
-                base64::write::EncoderStringWriter::new(&base64::engine::general_purpose::STANDARD);
-            serde_json::to_writer(&mut b64, p).map(|()| b64.into_inner())
+            use base64::Engine as _;
+            serde_json::to_vec(p).map(|json| base64::engine::general_purpose::STANDARD.encode(json))
         })
         .transpose()?;
     Ok(ReviewResponse {

@@ -13,7 +13,7 @@ use super::{
         policy::{Action, PROFILE_ANNOTATION, Policy, WARNINGS_ANNOTATION},
         warning::{self, Warning, WarningKind},
     },
-    ReviewError, pod_patch,
+    Before, ReviewError, pod_patch,
 };
 
 /// The decision for one pod.
@@ -95,8 +95,11 @@ impl Verdict {
     }
 }
 
-/// Decides for one pod being created in `namespace`.
-pub fn review_pod(policy: &Policy, namespace: &str, pod: &Pod) -> Result<Verdict, ReviewError> {
+/// Decides for one pod being created in `namespace` (the pod is changed in place on the way;
+/// the verdict carries everything the caller needs).
+pub fn review_pod(policy: &Policy, namespace: &str, pod: Pod) -> Result<Verdict, ReviewError> {
+    let mut pod = pod;
+    let pod = &mut pod;
     if !matching::is_airflow_pod(&policy.airflow_pods, pod) {
         return Ok(Verdict::Skip("not an Airflow KubernetesExecutor task pod"));
     }
@@ -132,11 +135,14 @@ pub fn review_pod(policy: &Policy, namespace: &str, pod: &Pod) -> Result<Verdict
         }
     }
     let choice = placement::choose_node_type(policy, &resolution.effective, pod);
-    let mut mutation = mutate::mutate(policy, pod, &resolution.effective, &choice);
+    let before = Before::of(pod);
+    #[cfg(debug_assertions)]
+    let original = pod.clone();
+    let mut mutation = mutate::apply(policy, pod, &resolution.effective, &choice);
     warnings.append(&mut mutation.warnings);
     let report = guard::check(
         policy,
-        &mutation.pod,
+        pod,
         &task,
         resolution.effective.profile.as_deref(),
         &choice,
@@ -152,9 +158,7 @@ pub fn review_pod(policy: &Policy, namespace: &str, pod: &Pod) -> Result<Verdict
     }
     // Airflow's scheduler discards admission warnings: they go on the pod as well.
     if !warnings.is_empty() {
-        mutation
-            .pod
-            .metadata
+        pod.metadata
             .annotations
             .get_or_insert_with(Default::default)
             .insert(
@@ -162,7 +166,9 @@ pub fn review_pod(policy: &Policy, namespace: &str, pod: &Pod) -> Result<Verdict
                 warning::annotation(&warnings),
             );
     }
-    let patch = pod_patch(pod, &mutation.pod)?;
+    let patch = pod_patch(&before, pod)?;
+    #[cfg(debug_assertions)]
+    super::debug_check_patch(&original, pod, &patch);
     Ok(Verdict::Allow {
         task,
         patch,
