@@ -5,21 +5,10 @@ use std::process::ExitCode;
 
 use airflow_keda_scaler::{
     cli::{Cli, Command, exit},
-    demo::{self, DemoError},
-    runtime::{
-        shutdown::{Drain, DrainTimes},
-        tls::TlsError,
-    },
-    scaler::{
-        self, ScalerError, config::ServeConfig, db::DbError, grpc::GrpcError,
-        model::worker_queue::WorkerQueueFileError,
-    },
-    webhook::{
-        self,
-        commands::{self, CommandError},
-        policy::PolicyError,
-        server::ServerError,
-    },
+    demo,
+    runtime::shutdown::{Drain, DrainTimes},
+    scaler::{self, config::ServeConfig},
+    webhook::{self, commands},
 };
 use clap::Parser;
 
@@ -37,7 +26,7 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            ExitCode::from(exit_code(&e))
+            ExitCode::from(exit::code(e.as_ref()))
         }
     }
 }
@@ -81,46 +70,4 @@ fn one_line(e: &anyhow::Error) -> String {
         }
     }
     line
-}
-
-/// README's exit codes: 3 invalid input or configuration, 4 a file cannot be read, 1 the rest.
-fn exit_code(e: &anyhow::Error) -> u8 {
-    if let Some(e) = e.downcast_ref::<ScalerError>() {
-        scaler_code(e)
-    } else if let Some(e) = e.downcast_ref::<DemoError>() {
-        match e {
-            DemoError::Scaler(e) => scaler_code(e),
-            _ => exit::RUNTIME,
-        }
-    } else if let Some(ServerError::Tls(e)) = e.downcast_ref::<ServerError>() {
-        tls_code(e)
-    } else if let Some(e) = e.downcast_ref::<CommandError>() {
-        match e {
-            CommandError::Policy(PolicyError::Read { .. }) | CommandError::ReadPod { .. } => {
-                exit::UNREADABLE
-            }
-            CommandError::Policy(_) | CommandError::NotAPod { .. } => exit::INVALID,
-            _ => exit::RUNTIME,
-        }
-    } else {
-        exit::RUNTIME
-    }
-}
-
-fn scaler_code(e: &ScalerError) -> u8 {
-    match e {
-        ScalerError::WorkerQueues(WorkerQueueFileError::Read { .. })
-        | ScalerError::Db(DbError::Unreadable { .. }) => exit::UNREADABLE,
-        ScalerError::WorkerQueues(_) | ScalerError::Db(DbError::Config(_)) => exit::INVALID,
-        ScalerError::Grpc(GrpcError::Tls(e)) => tls_code(e),
-        _ => exit::RUNTIME,
-    }
-}
-
-fn tls_code(e: &TlsError) -> u8 {
-    match e {
-        TlsError::Read { .. } => exit::UNREADABLE,
-        TlsError::SelfSigned(_) => exit::RUNTIME,
-        _ => exit::INVALID,
-    }
 }

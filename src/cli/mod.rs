@@ -24,19 +24,7 @@ use crate::runtime::telemetry;
 /// Prefix of every environment variable this program reads (besides Airflow's own).
 pub const ENV_PREFIX: &str = "AIRFLOW_KEDA_SCALER_";
 
-/// Exit codes, the same for every command.
-pub mod exit {
-    /// A runtime failure: a listener, the database for `explain`, the drain after SIGTERM.
-    pub const RUNTIME: u8 = 1;
-    /// Usage: unknown flag, missing or malformed value (clap's own code).
-    pub const USAGE: u8 = 2;
-    /// Invalid input or configuration (worker-queue file, policy, database URL, log filter, pod).
-    pub const INVALID: u8 = 3;
-    /// A file cannot be read.
-    pub const UNREADABLE: u8 = 4;
-    /// `mutate`: the webhook would deny the pod.
-    pub const DENIED: u8 = 5;
-}
+pub mod exit;
 
 /// The exit codes as `--help` shows them.
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 runtime failure (a listener cannot be \
