@@ -18,7 +18,7 @@ use kube::{
 use serde_json::{Value, json};
 
 use crate::{
-    cluster::{self, apply, find, measure},
+    cluster::{self, apply, eventually, find, measure},
     kubelet::{self, Process},
 };
 
@@ -332,10 +332,33 @@ pub async fn reinvocation() {
         "default",
     )
     .await;
-    // Let the API server's webhook informer see the new configuration.
-    // Why a timed wait: the API server exposes no event for "webhook informer synced"; a probe-pod
-    // loop would replace it (noted in the closing note).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Wait until the API server's webhook informer has the new configuration: dry-run pod
+    // creations (admission runs, nothing is stored) until the second webhook is called.
+    let mut probe = airflow_pod("plain.json");
+    probe["metadata"]["name"] = json!("informer-probe");
+    probe["metadata"]["namespace"] = json!(w.tasks);
+    let probe: Pod = serde_json::from_value(probe).expect("a Pod");
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    eventually(
+        "the API server calls the second webhook",
+        Duration::from_secs(30),
+        || async {
+            let seen = sidecar.calls();
+            w.pods
+                .create(&dry_run, &probe)
+                .await
+                .map_err(|e| e.to_string())?;
+            if sidecar.calls() > seen {
+                Ok(())
+            } else {
+                Err("not called yet".to_string())
+            }
+        },
+    )
+    .await;
     let before = w.reviews().await;
     let plain = airflow_pod("plain.json");
     let p = to_value(&w.create(plain.clone(), "reinvoked").await.expect("create"));
