@@ -98,7 +98,12 @@ pub fn pod_requests(pod: &Pod) -> BTreeMap<String, Quantity> {
 fn container_total(spec: &PodSpec) -> BTreeMap<String, Quantity> {
     let mut sum = BTreeMap::new();
     for c in &spec.containers {
-        add_into(&mut sum, &container_requests(c));
+        let requests = container_requests(c);
+        if sum.is_empty() {
+            sum = requests;
+        } else {
+            add_into(&mut sum, &requests);
+        }
     }
     let mut sidecars = BTreeMap::new();
     let mut init_peak = BTreeMap::new();

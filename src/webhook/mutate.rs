@@ -186,18 +186,27 @@ pub fn apply(
         pod.metadata.annotations = None;
     }
     if !out.applied.is_empty() {
-        let mut summary = Vec::new();
+        // `profile=…; rules=…; <applied>; …`, written once (no copies of the applied lines).
+        let mut summary = String::new();
+        let mut item = |parts: &[&str]| {
+            if !summary.is_empty() {
+                summary.push_str("; ");
+            }
+            parts.iter().for_each(|p| summary.push_str(p));
+        };
         if let Some(p) = &effective.profile {
-            summary.push(format!("profile={p}"));
+            item(&["profile=", p]);
         }
         if !effective.rules.is_empty() {
-            summary.push(format!("rules={}", effective.rules.join(",")));
+            item(&["rules=", &effective.rules.join(",")]);
         }
-        summary.extend(out.applied.iter().cloned());
+        for a in &out.applied {
+            item(&[a]);
+        }
         pod.metadata
             .annotations
             .get_or_insert_with(Default::default)
-            .insert(APPLIED_ANNOTATION.to_owned(), summary.join("; "));
+            .insert(APPLIED_ANNOTATION.to_owned(), summary);
     }
     out
 }

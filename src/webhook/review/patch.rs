@@ -1,15 +1,13 @@
 //! The RFC 6902 patch from the pod to its mutated copy, and the check that refuses any patch
 //! touching what the webhook must never touch.
 
-use std::{borrow::Cow, collections::BTreeMap};
+use std::collections::BTreeMap;
 
 use json_patch::{
     AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation,
     jsonptr::{Pointer, PointerBuf},
 };
-use k8s_openapi::api::core::v1::{
-    EnvVar, Pod, ResourceRequirements, Toleration, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{EnvVar, Pod, ResourceRequirements, Volume, VolumeMount};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -17,7 +15,9 @@ use super::{super::policy::WORKLOAD_VOLUME, ReviewError};
 
 /// What the patch compares, copied from a pod before the mutation changes it in place: the
 /// fields the mutation may touch (and the check looks at), never the pod's big ones (`args`,
-/// `command`, the rest of the spec), so a review does not copy the whole pod.
+/// `command`, the rest of the spec), so a review does not copy the whole pod. Of the lists the
+/// mutation only appends to (volumes, mounts, tolerations) only the length is kept, and where
+/// the workload volume or mount sits; debug builds check the patch against a full copy.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Before {
     labels: Option<BTreeMap<String, String>>,
@@ -28,9 +28,9 @@ pub struct Before {
 #[derive(Debug, Clone, Default, PartialEq)]
 struct SpecBefore {
     containers: Vec<ContainerBefore>,
-    volumes: Option<Vec<Volume>>,
+    volumes: Option<Appended>,
     node_selector: Option<BTreeMap<String, String>>,
-    tolerations: Option<Vec<Toleration>>,
+    tolerations: Option<Appended>,
     priority_class_name: Option<String>,
     priority: Option<i32>,
     preemption_policy: Option<String>,
@@ -40,7 +40,24 @@ struct SpecBefore {
 struct ContainerBefore {
     resources: Option<ResourceRequirements>,
     env: Option<Vec<EnvVar>>,
-    volume_mounts: Option<Vec<VolumeMount>>,
+    volume_mounts: Option<Appended>,
+}
+
+/// A list the mutation only appends to (volumes, mounts, tolerations): its length and where
+/// the workload volume (or its mount) sits, instead of a copy of its items.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Appended {
+    len: usize,
+    workload: Option<usize>,
+}
+
+impl Appended {
+    fn of<T>(list: &Option<Vec<T>>, is_workload: impl Fn(&T) -> bool) -> Option<Self> {
+        list.as_ref().map(|items| Self {
+            len: items.len(),
+            workload: items.iter().position(is_workload),
+        })
+    }
 }
 
 impl Before {
@@ -56,12 +73,14 @@ impl Before {
                     .map(|c| ContainerBefore {
                         resources: c.resources.clone(),
                         env: c.env.clone(),
-                        volume_mounts: c.volume_mounts.clone(),
+                        volume_mounts: Appended::of(&c.volume_mounts, |m: &VolumeMount| {
+                            m.name == WORKLOAD_VOLUME
+                        }),
                     })
                     .collect(),
-                volumes: s.volumes.clone(),
+                volumes: Appended::of(&s.volumes, |v: &Volume| v.name == WORKLOAD_VOLUME),
                 node_selector: s.node_selector.clone(),
-                tolerations: s.tolerations.clone(),
+                tolerations: Appended::of(&s.tolerations, |_| false),
                 priority_class_name: s.priority_class_name.clone(),
                 priority: s.priority,
                 preemption_policy: s.preemption_policy.clone(),
@@ -96,34 +115,33 @@ pub fn pod_patch(before: &Before, after: &Pod) -> Result<Patch, ReviewError> {
     )?;
     if let (Some(sb), Some(sa)) = (&before.spec, &after.spec) {
         for (i, (cb, ca)) in sb.containers.iter().zip(&sa.containers).enumerate() {
-            if cb.resources == ca.resources
-                && cb.env == ca.env
-                && cb.volume_mounts == ca.volume_mounts
-            {
+            let mounts_grew =
+                cb.volume_mounts.map(|b| b.len) != ca.volume_mounts.as_ref().map(Vec::len);
+            if cb.resources == ca.resources && cb.env == ca.env && !mounts_grew {
                 continue;
             }
             let i = i.to_string();
             let at = |field| ["spec", "containers", i.as_str(), field];
             diff_field(&mut ops, &at("resources"), &cb.resources, &ca.resources)?;
             diff_list(&mut ops, &at("env"), &cb.env, &ca.env)?;
-            diff_list(
+            diff_appended(
                 &mut ops,
                 &at("volumeMounts"),
-                &cb.volume_mounts,
+                cb.volume_mounts,
                 &ca.volume_mounts,
             )?;
         }
-        diff_list(&mut ops, &["spec", "volumes"], &sb.volumes, &sa.volumes)?;
+        diff_appended(&mut ops, &["spec", "volumes"], sb.volumes, &sa.volumes)?;
         diff_map(
             &mut ops,
             &["spec", "nodeSelector"],
             &sb.node_selector,
             &sa.node_selector,
         )?;
-        diff_list(
+        diff_appended(
             &mut ops,
             &["spec", "tolerations"],
-            &sb.tolerations,
+            sb.tolerations,
             &sa.tolerations,
         )?;
         diff_field(
@@ -250,6 +268,41 @@ fn diff_list<T: Serialize + PartialEq>(
     diff_field(ops, path, before, after)
 }
 
+/// [`diff_field`] for a list the mutation only appends to, from its length before: one `add`
+/// per new item, the whole list when there was none. A list that shrank or disappeared is a
+/// bug in the mutation and refused.
+fn diff_appended<T: Serialize>(
+    ops: &mut Vec<PatchOperation>,
+    path: &[&str],
+    before: Option<Appended>,
+    after: &Option<Vec<T>>,
+) -> Result<(), ReviewError> {
+    let at = || PointerBuf::from_tokens(path.iter().copied());
+    match (before, after) {
+        (None, None) => {}
+        (None, Some(items)) => ops.push(PatchOperation::Add(AddOperation {
+            path: at(),
+            value: serde_json::to_value(items)?,
+        })),
+        (Some(b), Some(items)) if items.len() >= b.len => {
+            let at = at();
+            for (i, item) in items.iter().enumerate().skip(b.len) {
+                ops.push(PatchOperation::Add(AddOperation {
+                    path: at.with_trailing_token(i),
+                    value: serde_json::to_value(item)?,
+                }));
+            }
+        }
+        (Some(_), _) => {
+            return Err(ReviewError::UnsafePatch(format!(
+                "shrinks or removes {}",
+                at()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn prefixed(prefix: &Pointer, op: PatchOperation) -> PatchOperation {
     let join = |p: &Pointer| prefix.concat(p);
     match op {
@@ -282,29 +335,51 @@ fn prefixed(prefix: &Pointer, op: PatchOperation) -> PatchOperation {
     }
 }
 
+/// The deepest path the webhook's patches use is 6 segments (`/spec/containers/0/env/3/valueFrom`).
+const MAX_DEPTH: usize = 16;
+
 /// Refuses patches that would reorder or replace containers, touch `args` / `command`, touch
 /// Airflow 3's workload volume or its mount, or remove anything but the fields the webhook is
 /// allowed to clear.
 pub fn check_patch(before: &Before, patch: &Patch) -> Result<(), ReviewError> {
     let spec = before.spec.as_ref();
     let workload_volume = spec
-        .and_then(|s| s.volumes.as_ref())
-        .and_then(|v| v.iter().position(|v| v.name == WORKLOAD_VOLUME))
+        .and_then(|s| s.volumes)
+        .and_then(|v| v.workload)
         .map(|i| i.to_string());
     let unsafe_patch = |why: String| Err(ReviewError::UnsafePatch(why));
     for op in &patch.0 {
-        // Tokens borrow from the path unless they carry `~` escapes; the path is only
-        // formatted for an error.
+        // Segments borrow from the path unless they carry `~` escapes (then they are decoded
+        // into `decoded`); no allocation otherwise. The path is only formatted for an error.
         let raw = op.path().as_str();
-        let path: Vec<Cow<'_, str>> = if raw.contains('~') {
+        let decoded: Vec<String> = if raw.contains('~') {
             op.path()
                 .tokens()
-                .map(|t| Cow::Owned(t.decoded().into_owned()))
+                .map(|t| t.decoded().into_owned())
                 .collect()
         } else {
-            raw.split('/').skip(1).map(Cow::Borrowed).collect()
+            Vec::new()
         };
-        let p: Vec<&str> = path.iter().map(AsRef::as_ref).collect();
+        let mut segments = [""; MAX_DEPTH];
+        let mut depth = 0;
+        let mut push = |segment| {
+            if let Some(slot) = segments.get_mut(depth) {
+                *slot = segment;
+            }
+            depth += 1;
+        };
+        if raw.contains('~') {
+            decoded.iter().for_each(|d| push(d.as_str()));
+        } else {
+            raw.split('/').skip(1).for_each(push);
+        }
+        if depth > MAX_DEPTH {
+            return unsafe_patch(format!(
+                "goes deeper than {MAX_DEPTH} levels ({})",
+                op.path()
+            ));
+        }
+        let p = &segments[..depth];
         let shown = op.path();
         if !matches!(
             op,
@@ -312,7 +387,7 @@ pub fn check_patch(before: &Before, patch: &Patch) -> Result<(), ReviewError> {
         ) {
             return unsafe_patch(format!("uses a move/copy/test op at {shown}"));
         }
-        match p.as_slice() {
+        match p {
             [
                 "spec",
                 "containers" | "initContainers" | "ephemeralContainers",
@@ -335,7 +410,7 @@ pub fn check_patch(before: &Before, patch: &Patch) -> Result<(), ReviewError> {
                     "touches a container's command, args or name ({shown})"
                 ));
             }
-            ["spec", "volumes"] if spec.and_then(|s| s.volumes.as_ref()).is_some() => {
+            ["spec", "volumes"] if spec.and_then(|s| s.volumes).is_some() => {
                 return unsafe_patch(format!("replaces the volume list ({shown})"));
             }
             ["spec", "volumes", i, ..] if Some(*i) == workload_volume.as_deref() => {
@@ -346,17 +421,14 @@ pub fn check_patch(before: &Before, patch: &Patch) -> Result<(), ReviewError> {
                     .parse::<usize>()
                     .ok()
                     .and_then(|i| spec?.containers.get(i))
-                    .and_then(|c| c.volume_mounts.as_ref());
+                    .and_then(|c| c.volume_mounts);
                 if let Some(mounts) = mounts {
                     if rest.is_empty() {
                         return unsafe_patch(format!(
                             "replaces a container's volume mounts ({shown})"
                         ));
                     }
-                    let workload_mount = mounts
-                        .iter()
-                        .position(|m| m.name == WORKLOAD_VOLUME)
-                        .map(|i| i.to_string());
+                    let workload_mount = mounts.workload.map(|i| i.to_string());
                     if Some(rest[0]) == workload_mount.as_deref() {
                         return unsafe_patch(format!(
                             "touches the {WORKLOAD_VOLUME} mount ({shown})"
@@ -368,7 +440,7 @@ pub fn check_patch(before: &Before, patch: &Patch) -> Result<(), ReviewError> {
         }
         if let PatchOperation::Remove(_) = op {
             let allowed = matches!(
-                p.as_slice(),
+                p,
                 ["spec", "priority" | "preemptionPolicy"]
                     | ["spec", "containers", _, "env", _, "valueFrom"]
             );
@@ -410,6 +482,28 @@ mod tests {
         PatchOperation::Remove(RemoveOperation {
             path: PointerBuf::from_tokens(path.iter().copied()),
         })
+    }
+
+    #[test]
+    fn appended_lists_become_adds_and_a_shrunk_one_is_refused() {
+        let before = pod();
+        let mut after = before.clone();
+        let spec = after.spec.as_mut().unwrap();
+        spec.volumes.as_mut().unwrap().push(Volume {
+            name: "scratch".into(),
+            ..Volume::default()
+        });
+        spec.tolerations = Some(vec![Default::default()]);
+        let patch = pod_patch(&Before::of(&before), &after).unwrap();
+        let paths: Vec<String> = patch.0.iter().map(|op| op.path().to_string()).collect();
+        assert_eq!(paths, ["/spec/volumes/1", "/spec/tolerations"]);
+
+        after.spec.as_mut().unwrap().volumes = Some(Vec::new());
+        let err = pod_patch(&Before::of(&before), &after).unwrap_err();
+        assert!(
+            err.to_string().contains("shrinks or removes /spec/volumes"),
+            "{err}"
+        );
     }
 
     #[test]
