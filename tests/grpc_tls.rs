@@ -102,6 +102,7 @@ async fn reloaded(metrics: &Metrics, what: &'static str, result: &'static str, n
             tokio::time::Instant::now() < deadline,
             "the reloader never reported {what} {result}"
         );
+        // Poll interval inside the 10 s deadline above (the counter has no change event).
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -263,6 +263,7 @@ async fn sigterm_keeps_answering_through_the_drain_delay_with_readiness_off() {
             started.elapsed() < Duration::from_secs(1),
             "/readyz still 200"
         );
+        // Poll interval inside the 1 s deadline above (no event to wait on over HTTP).
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let not_ready_after = signalled.elapsed();

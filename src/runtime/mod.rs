@@ -17,6 +17,7 @@ pub mod shutdown;
 pub mod tasks;
 pub mod telemetry;
 pub mod tls;
+pub mod yaml;
 
 /// What to do when a listener cannot be opened, appended to "cannot listen on ADDR: ERROR".
 pub fn listen_hint(e: &std::io::Error) -> &'static str {

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 use super::{
-    policy::{Policy, PolicyError, yaml_options},
+    policy::{Policy, PolicyError},
     review::{ReviewError, Verdict, review_pod},
 };
 
@@ -148,8 +148,9 @@ pub fn read_pod(path: &Path) -> Result<(Value, Pod, Option<String>), CommandErro
         path: shown.clone(),
         reason,
     };
-    let mut raw: Value = serde_saphyr::from_str_with_options(&text, yaml_options())
-        .map_err(|e| not_a_pod(e.to_string()))?;
+    let mut raw: Value =
+        serde_saphyr::from_str_with_options(&text, crate::runtime::yaml::options())
+            .map_err(|e| not_a_pod(e.to_string()))?;
     let mut namespace = None;
     if raw.get("kind").and_then(Value::as_str) == Some("AdmissionReview") {
         namespace = raw

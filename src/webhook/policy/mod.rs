@@ -22,7 +22,6 @@ mod validate;
 mod yaml;
 
 pub use model::*;
-pub(crate) use yaml::options as yaml_options;
 
 /// Annotation a task sets (in its `pod_override` metadata) to opt into a profile.
 pub const PROFILE_ANNOTATION: &str = "airflow-keda-scaler/profile";

@@ -139,21 +139,10 @@ impl Node {
     }
 }
 
-/// YAML 1.2 core schema (`yes` and `0755` stay text, as with `serde_yaml`), merge keys (`<<`)
-/// expanded, duplicate keys refused, one-line errors (no source snippet). Also how `mutate`
-/// reads pods.
-pub(crate) fn options() -> serde_saphyr::Options {
-    let mut options = serde_saphyr::Options::default();
-    options.strict_booleans = true;
-    options.leading_zero_numbers_as_strings = true;
-    options.underscored_numbers_as_strings = true;
-    options.with_snippet = false;
-    options
-}
-
 /// Reads the policy text; an empty document (or one with only comments) is `null`.
 pub(super) fn parse(text: &str) -> Result<Spanned<Node>, serde_saphyr::Error> {
-    let root: Option<Spanned<Node>> = serde_saphyr::from_str_with_options(text, options())?;
+    let root: Option<Spanned<Node>> =
+        serde_saphyr::from_str_with_options(text, crate::runtime::yaml::options())?;
     Ok(root.unwrap_or(Spanned {
         value: Node::Null,
         referenced: Location::UNKNOWN,

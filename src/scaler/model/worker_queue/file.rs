@@ -12,7 +12,7 @@ use super::{
 };
 
 /// A value of the worker-queue file, untyped, so that every error names its key (serde's own
-/// messages would not). Scalars are read as YAML 1.2 (see [`yaml_options`]).
+/// messages would not). Scalars are read as YAML 1.2 (see [`crate::runtime::yaml::options`]).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum Node {
@@ -174,17 +174,6 @@ struct RawFile {
     worker_queues: Vec<Spanned<RawWorkerQueue>>,
 }
 
-/// YAML as `serde_yaml` read it (YAML 1.2 core schema: `yes` and `0755` stay text), errors
-/// without source snippets (the file may be large; messages stay one line).
-fn yaml_options() -> serde_saphyr::Options {
-    let mut options = serde_saphyr::Options::default();
-    options.strict_booleans = true;
-    options.leading_zero_numbers_as_strings = true;
-    options.underscored_numbers_as_strings = true;
-    options.with_snippet = false;
-    options
-}
-
 /// Why the text of a worker-queue file was refused. Every message names the line.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerQueueParseError {
@@ -249,8 +238,9 @@ impl WorkerQueues {
 
     /// Parses the file's text; the error names the line of the offending entry or key.
     pub fn parse(text: &str) -> Result<Self, WorkerQueueParseError> {
-        let raw: RawFile = serde_saphyr::from_str_with_options(text, yaml_options())
-            .map_err(|e| WorkerQueueParseError::Yaml(Box::new(e)))?;
+        let raw: RawFile =
+            serde_saphyr::from_str_with_options(text, crate::runtime::yaml::options())
+                .map_err(|e| WorkerQueueParseError::Yaml(Box::new(e)))?;
         let mut by_name = BTreeMap::new();
         for (index, entry) in raw.worker_queues.into_iter().enumerate() {
             let line = entry.referenced.line() as usize;
