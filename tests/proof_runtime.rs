@@ -12,22 +12,16 @@
 //! - a slow refresh query stretches the refresh interval (duty-cycle bound) and a fast one
 //!   brings it back; the effective interval is exported.
 
-use std::{
-    net::SocketAddr,
-    process::{ExitStatus, Stdio},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use airflow_keda_scaler::scaler::grpc::proto::externalscaler::external_scaler_client::ExternalScalerClient;
 use testkit::{
     airflow::{self, AirflowVersion, FixtureRow},
+    binary::Serve,
     db::TestDb,
-    process::free_port,
     relay::Relay,
-    scaler::{WORKER_QUEUES, channel, create, metric, object},
+    scaler::{create, metric, object},
 };
-use tokio::{io::AsyncReadExt as _, process::Child};
+use tokio::io::AsyncReadExt as _;
 use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -35,173 +29,16 @@ use tonic_health::pb::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_airflow-keda-scaler");
 
-/// The `serve` process on loopback ports.
-struct Serve {
-    child: Child,
-    grpc: SocketAddr,
-    probe: SocketAddr,
-    admin: SocketAddr,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    _dir: tempfile::TempDir,
+/// `serve` on `url` with `extra` flags (`ulimit -n` first when `nofile` is set).
+async fn serve(url: &str, extra: &[&str], nofile: Option<u32>) -> Serve {
+    serve_env(url, extra, nofile, &[]).await
 }
 
-impl Serve {
-    /// Starts `serve` on `url` with `extra` flags (`ulimit -n` first when `nofile` is set) and
-    /// waits until `/livez` answers.
-    async fn start(url: &str, extra: &[&str], nofile: Option<u32>) -> Self {
-        Self::start_env(url, extra, nofile, &[]).await
-    }
-
-    /// [`Serve::start`] with extra environment variables.
-    async fn start_env(
-        url: &str,
-        extra: &[&str],
-        nofile: Option<u32>,
-        env: &[(&str, &str)],
-    ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let queues = dir.path().join("worker-queues.yaml");
-        std::fs::write(&queues, WORKER_QUEUES).unwrap();
-        let addr = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
-        let (grpc, probe, admin) = (addr(), addr(), addr());
-        let mut cmd = match nofile {
-            Some(n) => {
-                let mut c = tokio::process::Command::new("bash");
-                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), BIN]);
-                c
-            }
-            None => tokio::process::Command::new(BIN),
-        };
-        cmd.args(["--log", "debug", "serve"])
-            .args(["--grpc-addr", &grpc.to_string()])
-            .args(["--probe-addr", &probe.to_string()])
-            .args(["--admin-addr", &admin.to_string()])
-            .arg("--worker-queues")
-            .arg(&queues)
-            .args(["--database-url", url, "--database-timeout", "1s"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("AIRFLOW_KEDA_SCALER_") || key.starts_with("AIRFLOW__") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.envs(env.iter().copied());
-        let mut child = cmd.spawn().expect("start the scaler binary");
-        let mut pipe = child.stderr.take().unwrap();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&stderr);
-        tokio::spawn(async move {
-            let mut chunk = [0u8; 8192];
-            while let Ok(n) = pipe.read(&mut chunk).await {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
-            }
-        });
-        let p = Self {
-            child,
-            grpc,
-            probe,
-            admin,
-            stderr,
-            _dir: dir,
-        };
-        p.until("/livez answers", Duration::from_secs(15), || async {
-            p.get("/livez").await.is_some_and(|(s, _)| s == 200)
-        })
-        .await;
-        p
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).to_string()
-    }
-
-    /// `GET path` on the admin port: status and body, `None` if the connection failed.
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        self.get_with(path, None).await.map(|(s, _, b)| (s, b))
-    }
-
-    /// `GET path` with an `Accept` header: status, content type, body.
-    async fn get_with(&self, path: &str, accept: Option<&str>) -> Option<(u16, String, String)> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
-        let mut request = client.get(format!("http://{}{path}", self.admin));
-        if let Some(a) = accept {
-            request = request.header("accept", a);
-        }
-        let r = request.send().await.ok()?;
-        let status = r.status().as_u16();
-        let ctype = r
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        Some((status, ctype, r.text().await.ok()?))
-    }
-
-    async fn metrics(&self) -> String {
-        self.get("/metrics").await.expect("/metrics answers").1
-    }
-
-    /// Polls `condition` until it holds, at most `limit`.
-    async fn until<F, Fut>(&self, what: &str, limit: Duration, mut condition: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let started = Instant::now();
-        while !condition().await {
-            assert!(
-                started.elapsed() < limit,
-                "{what}: not within {limit:?}\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    async fn client(&self) -> ExternalScalerClient<Channel> {
-        ExternalScalerClient::new(channel(self.grpc).await)
-    }
-
-    async fn probe(&self) -> HealthClient<Channel> {
-        HealthClient::new(channel(self.probe).await)
-    }
-
-    fn signal(&self) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
-        match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(status) => status.unwrap(),
-            Err(_) => panic!("still running {limit:?} later:\n{}", self.stderr()),
-        }
-    }
-
-    /// CPU time (user + system) the process used so far.
-    fn cpu(&self) -> Duration {
-        let pid = self.child.id().expect("running");
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        // Fields 14 and 15 of stat(5) (utime, stime); `after_name` starts at field 3.
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        Duration::from_millis(ticks * 10)
-    }
+/// [`serve`] with extra environment variables.
+async fn serve_env(url: &str, extra: &[&str], nofile: Option<u32>, env: &[(&str, &str)]) -> Serve {
+    let mut args = vec!["--database-url", url, "--database-timeout", "1s"];
+    args.extend_from_slice(extra);
+    Serve::start(BIN, &args, env, nofile).await
 }
 
 fn gauge(text: &str, name: &str) -> Option<f64> {
@@ -230,7 +67,7 @@ fn rows(n: usize, state: &str) -> Vec<FixtureRow> {
 async fn sqlite_serve(extra: &[&str], nofile: Option<u32>) -> (Serve, TestDb) {
     let db = TestDb::sqlite().await;
     create(&db, AirflowVersion::V3, &rows(3, "queued")).await;
-    let p = Serve::start(db.url(), extra, nofile).await;
+    let p = serve(db.url(), extra, nofile).await;
     p.until("ready", Duration::from_secs(15), || async {
         gauge(&p.metrics().await, "airflow_keda_scaler_ready") == Some(1.0)
     })
@@ -244,7 +81,7 @@ async fn outage_keeps_specs_and_streams_and_hides_stale_numbers() {
     let db = TestDb::postgres().await;
     create(&db, AirflowVersion::V3, &rows(5, "queued")).await;
     let relay = Relay::start(db.addr()).await;
-    let p = Serve::start(
+    let p = serve(
         &db.url_via(relay.addr()),
         &["--refresh-interval", "100ms", "--max-staleness", "1s"],
         None,
@@ -447,7 +284,7 @@ async fn sigterm_turns_readiness_off_keeps_serving_through_the_drain_delay_then_
         .await
         .expect("the Watch ends");
     assert!(matches!(watch_end, Ok(None)), "Watch end: {watch_end:?}");
-    let status = p.exit_within(Duration::from_secs(5)).await;
+    let status = p.exit_within(Duration::from_secs(5)).await.0;
     let took = signalled.elapsed();
     assert!(status.success(), "exit {status}:\n{}", p.stderr());
     assert!(
@@ -488,7 +325,7 @@ async fn a_dead_critical_task_turns_the_probe_off_and_exits_non_zero() {
     for (failpoint, reason, connect) in cases {
         let db = TestDb::sqlite().await;
         create(&db, AirflowVersion::V3, &rows(3, "queued")).await;
-        let mut p = Serve::start_env(
+        let mut p = serve_env(
             db.url(),
             &["--refresh-interval", "100ms", "--drain-delay", "5s"],
             None,
@@ -537,7 +374,7 @@ async fn a_dead_critical_task_turns_the_probe_off_and_exits_non_zero() {
             );
         }
         // The drain delay (5 s) is skipped: a dead task stops the process at once.
-        let status = p.exit_within(Duration::from_secs(4)).await;
+        let status = p.exit_within(Duration::from_secs(4)).await.0;
         let stderr = p.stderr();
         assert!(!status.success(), "{failpoint}: exit {status}\n{stderr}");
         assert!(
@@ -565,7 +402,7 @@ async fn liveness_answers_and_accept_does_not_spin_when_clients_exhaust_the_fd_l
     }
     // Let the server take what its cap allows.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let cpu_before = p.cpu();
+    let cpu_before = p.process.cpu();
     let window = Instant::now();
     for _ in 0..10 {
         let started = Instant::now();
@@ -580,7 +417,7 @@ async fn liveness_answers_and_accept_does_not_spin_when_clients_exhaust_the_fd_l
         assert_eq!(status, 200);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let used = p.cpu().saturating_sub(cpu_before);
+    let used = p.process.cpu().saturating_sub(cpu_before);
     let share = used.as_secs_f64() / window.elapsed().as_secs_f64();
     assert!(share < 0.3, "CPU {share:.2} of a core while exhausted");
 
@@ -623,7 +460,7 @@ async fn a_slow_refresh_query_stretches_the_interval_and_a_fast_one_restores_it(
     ];
     let slow: Vec<String> = slow.iter().map(|s| s.to_string()).collect();
     airflow::execute(db.url(), &slow).await.unwrap();
-    let p = Serve::start(
+    let p = serve(
         db.url(),
         &[
             "--refresh-interval",
@@ -691,7 +528,7 @@ async fn a_rotated_password_file_is_used_without_a_restart() {
         &format!(":{}/", db.addr().port()),
         &format!(":{}/", relay.addr().port()),
     );
-    let p = Serve::start(
+    let p = serve(
         &url,
         &[
             "--refresh-interval",

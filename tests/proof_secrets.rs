@@ -17,26 +17,20 @@
 
 use std::{
     net::SocketAddr,
-    process::{ExitStatus, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use airflow_keda_scaler::{
-    scaler::db::Dialect,
-    scaler::grpc::proto::externalscaler::{
-        GetMetricsRequest, external_scaler_client::ExternalScalerClient,
-    },
+    scaler::db::Dialect, scaler::grpc::proto::externalscaler::GetMetricsRequest,
 };
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use testkit::airflow::{AirflowVersion, FixtureRow};
 use testkit::{
+    binary::Serve,
     db::TestDb,
     process::free_port,
-    scaler::{WORKER_QUEUES, create, object},
+    scaler::{create, object},
 };
-use tokio::{io::AsyncReadExt, process::Child};
-use tonic::transport::Channel;
 
 const BIN: &str = env!("CARGO_BIN_EXE_airflow-keda-scaler");
 
@@ -84,173 +78,23 @@ enum UrlVia {
     AirflowEnv,
 }
 
-/// The `serve` process and what it wrote.
-struct Process {
-    child: Child,
-    grpc: SocketAddr,
-    admin: SocketAddr,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    stdout: Arc<Mutex<Vec<u8>>>,
-    _dir: tempfile::TempDir,
-}
-
-fn capture(mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&buf);
-    tokio::spawn(async move {
-        let mut chunk = [0u8; 8192];
-        while let Ok(n) = pipe.read(&mut chunk).await {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+/// `serve` with JSON logs, a 200 ms refresh, `--shutdown-grace grace` and no drain delay; the
+/// database URL given as `via` says.
+async fn start(url: &str, via: UrlVia, extra: &[&str], grace: &str) -> Serve {
+    let mut args = vec!["--log-format", "json"];
+    args.extend(["--refresh-interval", "200ms", "--max-staleness", "2s"]);
+    args.extend(["--database-timeout", "1s", "--shutdown-grace", grace]);
+    args.extend(["--drain-delay", "0s"]);
+    args.extend_from_slice(extra);
+    let env: &[(&str, &str)] = match via {
+        UrlVia::Flag => {
+            args.extend(["--database-url", url]);
+            &[]
         }
-    });
-    buf
-}
-
-impl Process {
-    /// Starts `serve` on free loopback ports (retried if a port was taken meanwhile) and waits
-    /// until `/livez` answers.
-    async fn start(url: &str, via: UrlVia, extra: &[&str], grace: &str) -> Self {
-        for _ in 0..3 {
-            if let Some(p) = Self::try_start(url, &via, extra, grace).await {
-                return p;
-            }
-        }
-        panic!("the scaler did not start on free ports three times");
-    }
-
-    async fn try_start(url: &str, via: &UrlVia, extra: &[&str], grace: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let queues = dir.path().join("worker-queues.yaml");
-        std::fs::write(&queues, WORKER_QUEUES).unwrap();
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let probe: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = tokio::process::Command::new(BIN);
-        cmd.args(["--log-format", "json", "--log", "debug", "serve"])
-            .args(["--grpc-addr", &grpc.to_string()])
-            .args(["--probe-addr", &probe.to_string()])
-            .args(["--admin-addr", &admin.to_string()])
-            .arg("--worker-queues")
-            .arg(&queues)
-            .args(["--refresh-interval", "200ms", "--max-staleness", "2s"])
-            .args(["--database-timeout", "1s", "--shutdown-grace", grace])
-            .args(["--drain-delay", "0s"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("AIRFLOW_KEDA_SCALER_") || key.starts_with("AIRFLOW__") {
-                cmd.env_remove(key);
-            }
-        }
-        match via {
-            UrlVia::Flag => {
-                cmd.args(["--database-url", url]);
-            }
-            UrlVia::Env => {
-                cmd.env("AIRFLOW_KEDA_SCALER_DATABASE_URL", url);
-            }
-            UrlVia::AirflowEnv => {
-                cmd.env("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", url);
-            }
-        }
-        let mut child = cmd.spawn().expect("start the scaler binary");
-        let stderr = capture(child.stderr.take().unwrap());
-        let stdout = capture(child.stdout.take().unwrap());
-        let http = reqwest::Client::new();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(15) {
-            if let Some(status) = child.try_wait().unwrap() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let log = String::from_utf8_lossy(&stderr.lock().unwrap()).to_string();
-                assert!(
-                    log.contains("cannot listen"),
-                    "the scaler exited ({status}) at start:\n{log}"
-                );
-                return None;
-            }
-            if let Ok(r) = http.get(format!("http://{admin}/livez")).send().await
-                && r.status().is_success()
-            {
-                return Some(Self {
-                    child,
-                    grpc,
-                    admin,
-                    stderr,
-                    stdout,
-                    _dir: dir,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("/livez did not answer within 15 s");
-    }
-
-    async fn client(&self) -> ExternalScalerClient<Channel> {
-        ExternalScalerClient::new(testkit::scaler::channel(self.grpc).await)
-    }
-
-    async fn get(&self, path: &str) -> (u16, String) {
-        let r = reqwest::get(format!("http://{}{path}", self.admin))
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
-
-    /// Waits until a line of `/metrics` starts with `needle`.
-    async fn wait_metrics(&self, needle: &str) -> String {
-        let started = Instant::now();
-        loop {
-            let (_, text) = self.get("/metrics").await;
-            if text.lines().any(|l| l.starts_with(needle)) {
-                return text;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "/metrics never showed {needle:?}:\n{text}\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn signal(&self) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {pid}");
-    }
-
-    /// Waits at most `limit` for the exit.
-    async fn exit_within(&mut self, limit: Duration) -> (ExitStatus, Duration) {
-        let started = Instant::now();
-        let status = tokio::time::timeout(limit, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("still running {limit:?} later:\n{}", self.stderr()))
-            .unwrap();
-        // Let the pipe readers drain.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        (status, started.elapsed())
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).to_string()
-    }
-
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.stdout.lock().unwrap()).to_string()
-    }
+        UrlVia::Env => &[("AIRFLOW_KEDA_SCALER_DATABASE_URL", url)],
+        UrlVia::AirflowEnv => &[("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", url)],
+    };
+    Serve::start(BIN, &args, env, None).await
 }
 
 fn metrics_request(wq: &str) -> GetMetricsRequest {
@@ -261,7 +105,7 @@ fn metrics_request(wq: &str) -> GetMetricsRequest {
 }
 
 /// Calls every RPC (and health) and returns everything the clients saw, as text.
-async fn call_everything(p: &Process) -> String {
+async fn call_everything(p: &Serve) -> String {
     let mut c = p.client().await;
     let mut seen = String::new();
     let r = object;
@@ -296,7 +140,7 @@ async fn call_everything(p: &Process) -> String {
         seen += &format!("health {service:?}: {h:?}\n");
     }
     for path in ["/livez", "/readyz", "/metrics"] {
-        let (status, body) = p.get(path).await;
+        let (status, body) = p.get(path).await.expect("the admin port answers");
         seen += &format!("GET {path} {status}\n{body}\n");
     }
     seen
@@ -331,7 +175,7 @@ async fn run_and_check(
     expect: Expect,
     secrets: &[&Secret],
 ) -> String {
-    let mut p = Process::start(url, via, extra, "5s").await;
+    let mut p = start(url, via, extra, "5s").await;
     match expect {
         Expect::Failing => {
             p.wait_metrics("airflow_keda_scaler_refresh_errors_total{")
@@ -606,7 +450,7 @@ fn runtime_sql_is_constant() {
 }
 
 /// Starts a scaler on a SQLite database and waits until it is ready.
-async fn ready_sqlite_process(grace: &str) -> (Process, TestDb) {
+async fn ready_sqlite_process(grace: &str) -> (Serve, TestDb) {
     let db = TestDb::sqlite().await;
     let rows = [FixtureRow::new(
         "dag",
@@ -616,7 +460,7 @@ async fn ready_sqlite_process(grace: &str) -> (Process, TestDb) {
         "default",
     )];
     create(&db, AirflowVersion::V3, &rows).await;
-    let p = Process::start(db.url(), UrlVia::Flag, &[], grace).await;
+    let p = start(db.url(), UrlVia::Flag, &[], grace).await;
     p.wait_metrics("airflow_keda_scaler_ready 1").await;
     (p, db)
 }
@@ -703,7 +547,7 @@ async fn second_sigterm_exits_at_once() {
     // The drain is really held up by the open call.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
-        p.is_running(),
+        p.process.exited().is_none(),
         "exited before the second signal:\n{}",
         p.stderr()
     );

@@ -9,19 +9,21 @@
 use std::{
     net::SocketAddr,
     path::Path,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use testkit::process::free_port;
+use testkit::{
+    binary::{self, Binary},
+    process::free_port,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_airflow-keda-scaler");
 
 struct Webhook {
-    child: tokio::process::Child,
+    process: Binary,
     addr: SocketAddr,
     admin: SocketAddr,
     _dir: tempfile::TempDir,
@@ -34,34 +36,26 @@ impl Webhook {
         std::fs::write(&policy, "").unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = tokio::process::Command::new(BIN);
+        let mut cmd = binary::command(BIN, None);
         cmd.args(["webhook", "--self-signed"])
             .args(["--addr", &addr.to_string()])
             .args(["--admin-addr", &admin.to_string()])
             .arg("--policy")
             .arg(&policy)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("AIRFLOW_KEDA_SCALER_") {
-                cmd.env_remove(key);
-            }
-        }
-        let child = cmd.spawn().unwrap();
+            .args(extra);
         let w = Self {
-            child,
+            process: Binary::spawn(cmd),
             addr,
             admin,
             _dir: dir,
         };
-        let started = Instant::now();
-        while w.readyz().await != Some(200) {
-            assert!(started.elapsed() < Duration::from_secs(15), "never ready");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        binary::until(
+            "/readyz 200",
+            Duration::from_secs(15),
+            || w.process.stderr(),
+            || async { w.readyz().await == Some(200) },
+        )
+        .await;
         w
     }
 
@@ -84,16 +78,6 @@ impl Webhook {
 
     fn url(&self) -> String {
         format!("https://localhost:{}/mutate", self.addr.port())
-    }
-
-    fn peak_rss_kib(&self) -> u64 {
-        let pid = self.child.id().unwrap();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
     }
 }
 
@@ -207,7 +191,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 async fn sixty_four_concurrent_large_reviews_stay_well_under_128_mib() {
     // A debug build decodes a 3 MiB review slowly: give the queue time (memory is the point).
     let w = Webhook::start(&["--request-timeout", "120s"]).await;
-    let base = w.peak_rss_kib();
+    let base = w.process.peak_rss_kib();
     let body = review(2_900_000);
     assert!(body.len() < 3 * 1024 * 1024);
     let started = Instant::now();
@@ -233,7 +217,7 @@ async fn sixty_four_concurrent_large_reviews_stay_well_under_128_mib() {
         assert_eq!(call.unwrap(), (200, Some(true)));
     }
     let took = started.elapsed();
-    let peak = w.peak_rss_kib();
+    let peak = w.process.peak_rss_kib();
     assert!(peak < 96 * 1024, "peak RSS {peak} KiB");
     eprintln!(
         "webhook_runtime: 64 concurrent {:.1} MiB reviews answered in {took:?}; peak RSS {:.1} MiB \
@@ -248,15 +232,8 @@ async fn sixty_four_concurrent_large_reviews_stay_well_under_128_mib() {
 async fn sigterm_keeps_answering_through_the_drain_delay_with_readiness_off() {
     let mut w = Webhook::start(&["--drain-delay", "1500ms", "--shutdown-grace", "5s"]).await;
     let body = review(0);
-    let pid = w.child.id().unwrap().to_string();
     let signalled = Instant::now();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    w.process.signal();
     let started = Instant::now();
     while w.readyz().await != Some(503) {
         assert!(
@@ -280,10 +257,7 @@ async fn sigterm_keeps_answering_through_the_drain_delay_with_readiness_off() {
         answered += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let status = tokio::time::timeout(Duration::from_secs(5), w.child.wait())
-        .await
-        .expect("exits after the drain")
-        .unwrap();
+    let (status, _) = w.process.exit_within(Duration::from_secs(5)).await;
     let took = signalled.elapsed();
     assert!(status.success(), "exit {status}");
     assert!(took >= Duration::from_millis(1500), "exit after {took:?}");

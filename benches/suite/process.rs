@@ -233,10 +233,13 @@ pub fn p6(mode: &Mode, pg: &BenchDb) -> Vec<Row> {
         tokio::time::sleep(idle_wait).await;
         let idle = rss_kib(pid).map_or(0, |r| r.0);
         let bodies = admission::bodies();
-        let clients: Vec<_> = (0..n).map(|_| admission::client(&cert, addr)).collect();
-        admission::check(&clients[0], addr, &bodies).await;
+        let mut clients = Vec::new();
+        for _ in 0..n {
+            clients.push(admission::client(&cert, addr).await);
+        }
+        admission::check(&clients[0], &bodies).await;
         let (peak, stop) = sample_rss(pid);
-        let load = admission::load(&clients, addr, &bodies, load_window).await;
+        let load = admission::load(&clients, &bodies, load_window).await;
         stop.cancel();
         let loaded = rss_kib(pid).unwrap_or_default();
         Some((

@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 use super::{
     matching::{Source, TaskIdentity},
+    mutate::ResourceSources,
     placement::NodeTypeChoice,
     policy::{Action, BASE_CONTAINER, NodeType, PROFILE_ANNOTATION, Policy, is_special_resource},
     quantity::Quantity,
@@ -141,8 +142,8 @@ pub fn sidecars(pod: &Pod) -> Vec<String> {
         .collect()
 }
 
-fn source_note(sources: &BTreeMap<String, Source>, key: &str) -> String {
-    match sources.get(key) {
+fn source_note(sources: &ResourceSources, kind: &'static str, res: &str) -> String {
+    match sources.get(&(kind, res.to_owned())) {
         Some(Source::Pod) | None => " (set by the task's pod)".to_owned(),
         Some(s) => format!(" (from {s})"),
     }
@@ -155,7 +156,7 @@ pub fn check(
     task: &TaskIdentity,
     profile: Option<&str>,
     node_type: &NodeTypeChoice<'_>,
-    base_sources: &BTreeMap<String, Source>,
+    base_sources: &ResourceSources,
 ) -> GuardReport {
     let mut report = GuardReport::default();
     let Some(spec) = &pod.spec else {
@@ -182,8 +183,8 @@ pub fn check(
             if lq < rq {
                 let (rn, ln) = if c.name == BASE_CONTAINER {
                     (
-                        source_note(base_sources, &format!("requests.{res}")),
-                        source_note(base_sources, &format!("limits.{res}")),
+                        source_note(base_sources, "requests", res),
+                        source_note(base_sources, "limits", res),
                     )
                 } else {
                     (String::new(), String::new())
@@ -280,15 +281,15 @@ pub fn check(
 fn pod_level_budget(
     spec: &PodSpec,
     task: &TaskIdentity,
-    base_sources: &BTreeMap<String, Source>,
+    base_sources: &ResourceSources,
     report: &mut GuardReport,
 ) {
     let Some(pod_level) = &spec.resources else {
         return;
     };
-    let note = |key: &str| match base_sources.get(key) {
+    let note = |kind: &'static str, res: &str| match base_sources.get(&(kind, res.to_owned())) {
         Some(Source::Pod) | None => String::new(),
-        Some(s) => format!(", {key} of `{BASE_CONTAINER}` from {s}"),
+        Some(s) => format!(", {kind}.{res} of `{BASE_CONTAINER}` from {s}"),
     };
     let total = container_total(spec);
     for (res, budget) in pod_level.requests.iter().flatten() {
@@ -299,7 +300,7 @@ fn pod_level_budget(
             report.violations.push(format!(
                 "task {task}: its containers request {} together{} but the pod-level resources allow spec.resources.requests.{res}={}: raise or remove spec.resources in the task's pod_override, or ask for less",
                 amount(res, t),
-                note(&format!("requests.{res}")),
+                note("requests", res),
                 budget.0
             ));
         }
@@ -321,7 +322,7 @@ fn pod_level_budget(
                 .and_then(|l| Quantity::parse(&l.0).ok());
             if let Some(l) = limit.filter(|l| *l > b) {
                 let from = if c.name == BASE_CONTAINER {
-                    note(&format!("limits.{res}"))
+                    note("limits", res)
                 } else {
                     String::new()
                 };
@@ -478,8 +479,11 @@ profiles: {big: {nodeType: large}}
             "spec: {containers: [{name: base, resources: {requests: {memory: 2Gi}, limits: {memory: 1Gi}}}]}",
         );
         let sources = BTreeMap::from([
-            ("requests.memory".to_owned(), Source::Profile("big".into())),
-            ("limits.memory".to_owned(), Source::Pod),
+            (
+                ("requests", "memory".to_owned()),
+                Source::Profile("big".into()),
+            ),
+            (("limits", "memory".to_owned()), Source::Pod),
         ]);
         let r = check(
             &policy,

@@ -112,18 +112,18 @@ impl TaskIdentity {
 
 impl fmt::Display for TaskIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.short())?;
-        let mut extra = Vec::new();
-        if let Some(r) = &self.run_id {
-            extra.push(format!("run {r}"));
+        let dag = self.dag_id.as_deref().unwrap_or("?");
+        let task = self.task_id.as_deref().unwrap_or("?");
+        write!(f, "{dag}.{task}")?;
+        if let Some(m) = &self.map_index {
+            write!(f, "[{m}]")?;
         }
-        if let Some(t) = &self.try_number {
-            extra.push(format!("try {t}"));
+        match (&self.run_id, &self.try_number) {
+            (Some(r), Some(t)) => write!(f, " (run {r}, try {t})"),
+            (Some(r), None) => write!(f, " (run {r})"),
+            (None, Some(t)) => write!(f, " (try {t})"),
+            (None, None) => Ok(()),
         }
-        if !extra.is_empty() {
-            write!(f, " ({})", extra.join(", "))?;
-        }
-        Ok(())
     }
 }
 

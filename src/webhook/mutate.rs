@@ -43,7 +43,7 @@ pub struct Mutation {
     /// Things the admin should know (see [`crate::webhook::warning`]).
     pub warnings: Vec<Warning>,
     /// Origin of each `requests.<res>` / `limits.<res>` of `base` after mutation.
-    pub base_sources: BTreeMap<String, Source>,
+    pub base_sources: ResourceSources,
 }
 
 /// What [`apply`] changed in a pod.
@@ -54,8 +54,12 @@ pub struct Changes {
     /// Things the admin should know (see [`crate::webhook::warning`]).
     pub warnings: Vec<Warning>,
     /// Origin of each `requests.<res>` / `limits.<res>` of `base` after mutation.
-    pub base_sources: BTreeMap<String, Source>,
+    pub base_sources: ResourceSources,
 }
+
+/// Where each resource setting of `base` came from, by (`"requests"` or `"limits"`, resource).
+/// Read only for the guard's messages; keyed by parts so that building it formats nothing.
+pub type ResourceSources = BTreeMap<(&'static str, String), Source>;
 
 impl Mutation {
     /// True when the pod was changed.
@@ -233,7 +237,7 @@ fn resources(
     effective: &Effective,
     pod_level: &[String],
     applied: &mut Vec<String>,
-    sources: &mut BTreeMap<String, Source>,
+    sources: &mut ResourceSources,
 ) {
     let had_resources = base.resources.is_some();
     let r = base
@@ -243,10 +247,10 @@ fn resources(
     let mut requests = r.requests.take().unwrap_or_default();
     let mut limits = r.limits.take().unwrap_or_default();
     for k in requests.keys() {
-        sources.insert(format!("requests.{k}"), Source::Pod);
+        sources.insert(("requests", k.clone()), Source::Pod);
     }
     for k in limits.keys() {
-        sources.insert(format!("limits.{k}"), Source::Pod);
+        sources.insert(("limits", k.clone()), Source::Pod);
     }
     for (kind, wanted, map) in [
         ("requests", &effective.requests, &mut requests),
@@ -257,7 +261,7 @@ fn resources(
                 map.insert(res.clone(), K8sQuantity(value.as_str().to_owned()));
                 applied.push(format!("{kind}.{res}={value} ({source})"));
             }
-            sources.insert(format!("{kind}.{res}"), source.clone());
+            sources.insert((kind, res.clone()), source.clone());
         }
     }
     // Defaults fill what is still unset, without creating a conflict. A resource budgeted at
@@ -267,7 +271,7 @@ fn resources(
         if !requests.contains_key(res) && !limits.contains_key(res) && !budgeted(res) {
             requests.insert(res.clone(), K8sQuantity(default.as_str().to_owned()));
             applied.push(format!("requests.{res}={default} (defaults)"));
-            sources.insert(format!("requests.{res}"), Source::Default);
+            sources.insert(("requests", res.clone()), Source::Default);
         }
     }
     for (res, default) in &policy.defaults.limits {
@@ -281,7 +285,7 @@ fn resources(
         };
         limits.insert(res.clone(), K8sQuantity(value.as_str().to_owned()));
         applied.push(format!("limits.{res}={value} (defaults)"));
-        sources.insert(format!("limits.{res}"), Source::Default);
+        sources.insert(("limits", res.clone()), Source::Default);
     }
     r.requests = (had.0 || !requests.is_empty()).then_some(requests);
     r.limits = (had.1 || !limits.is_empty()).then_some(limits);

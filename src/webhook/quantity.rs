@@ -86,16 +86,20 @@ impl Quantity {
         if (int_part.is_empty() && frac_part.is_empty()) || frac_part.contains('.') {
             return Err(syntax());
         }
-        let digits = format!("{int_part}{frac_part}");
-        let digits = digits.trim_start_matches('0');
-        if digits.len() > 30 {
-            return Err(overflow());
+        // The digits of both parts as one integer, leading zeros skipped; at most 30
+        // significant digits (an i128 holds 38). Both parts are ASCII digits only (`num_end`).
+        let mut mantissa: i128 = 0;
+        let mut significant = 0usize;
+        for d in int_part.bytes().chain(frac_part.bytes()) {
+            if significant == 0 && d == b'0' {
+                continue;
+            }
+            significant += 1;
+            if significant > 30 {
+                return Err(overflow());
+            }
+            mantissa = mantissa * 10 + i128::from(d - b'0');
         }
-        let mantissa: i128 = if digits.is_empty() {
-            0
-        } else {
-            digits.parse().map_err(|_| syntax())?
-        };
         let frac_digits = i32::try_from(frac_part.len()).map_err(|_| overflow())?;
         // value = mantissa * 10^-frac_digits * scale, scale = 2^bin * 10^dec
         let (bin, dec): (u32, i32) = match suffix {
@@ -279,6 +283,26 @@ mod tests {
             Quantity::parse("99999999999999999999999999999999999Ei"),
             Err(QuantityError::Overflow(_))
         ));
+    }
+
+    #[test]
+    fn thirty_significant_digits_leading_zeros_not_counted() {
+        let zeros = "0".repeat(40);
+        assert_eq!(q(&format!("{zeros}1")), q("1"));
+        assert_eq!(q("0000.001k"), q("1"));
+        assert_eq!(
+            q(&format!("{}n", "9".repeat(30))).nanos(),
+            10i128.pow(30) - 1
+        );
+        assert!(matches!(
+            Quantity::parse(&format!("{}n", "1".repeat(31))),
+            Err(QuantityError::Overflow(_))
+        ));
+        assert!(matches!(
+            Quantity::parse(&format!("{}.{}", "1".repeat(20), "1".repeat(11))),
+            Err(QuantityError::Overflow(_))
+        ));
+        assert_eq!(q("0"), q("000.000"));
     }
 
     #[test]

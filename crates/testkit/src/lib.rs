@@ -5,11 +5,14 @@
 //! - [`db`]: throw-away databases on the real test servers ([`db::TestDb`]).
 //! - [`relay`]: a TCP relay that can cut or stall the connection to them.
 //! - [`scaler`]: the real scaler started in-process on loopback ports, and its clients.
-//! - [`process`]: the binary as a child process, stopped with SIGTERM when dropped.
+//! - [`binary`]: the binary as a child process of an async test, its output captured, and
+//!   [`binary::Serve`] (`serve` on free loopback ports).
+//! - [`process`]: the binary as a synchronous child process, stopped with SIGTERM when dropped.
 //!
 //! A dev-dependency of the main crate only: nothing here is in the binary.
 
 pub mod airflow;
+pub mod binary;
 pub mod db;
 pub mod process;
 pub mod relay;

@@ -4,7 +4,7 @@ use sqlx::{mysql::MySqlConnectOptions, postgres::PgConnectOptions, sqlite::Sqlit
 
 use super::{
     DbError, Dialect,
-    url::{APPLICATION_NAME, ParsedUrl},
+    url::{APPLICATION_NAME, ParsedUrl, SslMode},
 };
 
 /// Connection settings beyond the URL.
@@ -57,10 +57,8 @@ impl ParsedUrl {
                 if let Some(db) = &self.database {
                     o = o.database(db);
                 }
-                if let Some(mode) = self.param("sslmode") {
-                    o = o.ssl_mode(mode.parse().map_err(|_| {
-                        DbError::Config(format!("unknown SSL mode `{mode}` in the database URL"))
-                    })?);
+                if let Some(SslMode::Postgres(mode)) = self.ssl_mode {
+                    o = o.ssl_mode(mode);
                 }
                 if let Some(p) = self.param("sslrootcert") {
                     o = o.ssl_root_cert(p);
@@ -106,10 +104,8 @@ impl ParsedUrl {
                 if let Some(db) = &self.database {
                     o = o.database(db);
                 }
-                if let Some(mode) = self.param("ssl-mode") {
-                    o = o.ssl_mode(mode.parse().map_err(|_| {
-                        DbError::Config(format!("unknown SSL mode `{mode}` in the database URL"))
-                    })?);
+                if let Some(SslMode::MySql(mode)) = self.ssl_mode {
+                    o = o.ssl_mode(mode);
                 }
                 if let Some(p) = self.param("ssl-ca") {
                     o = o.ssl_ca(p);

@@ -90,7 +90,9 @@ pub struct ParsedUrl {
     pub database: Option<String>,
     /// Database file (SQLite only).
     pub path: Option<PathBuf>,
-    /// Query parameters kept, under the name sqlx uses (e.g. `sslmode`, `ssl-mode`).
+    /// The SSL mode (`sslmode`, `ssl-mode`, `ssl_mode`), parsed once, by sqlx's own parser.
+    pub ssl_mode: Option<SslMode>,
+    /// Other query parameters kept, under the name sqlx uses (e.g. `sslrootcert`, `ssl-ca`).
     pub params: Vec<(String, String)>,
     /// Names of the query parameters dropped because sqlx has no use for them.
     pub dropped_params: Vec<String>,
@@ -98,11 +100,31 @@ pub struct ParsedUrl {
     raw_passwords: Vec<String>,
 }
 
+/// An SSL mode as sqlx's parser read it, for the URL's dialect.
+#[derive(Clone, Copy, Debug)]
+pub enum SslMode {
+    /// PostgreSQL's `sslmode`.
+    Postgres(PgSslMode),
+    /// MySQL's `ssl-mode`.
+    MySql(MySqlSslMode),
+}
+
+/// sqlx's mode types have no `PartialEq`; their variants have no data, so equal names are
+/// equal modes.
+impl PartialEq for SslMode {
+    fn eq(&self, other: &Self) -> bool {
+        format!("{self:?}") == format!("{other:?}")
+    }
+}
+
+impl Eq for SslMode {}
+
 impl fmt::Debug for ParsedUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ParsedUrl")
             .field("url", &self.redacted())
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ssl_mode", &self.ssl_mode)
             .field("params", &self.params)
             .field("dropped_params", &self.dropped_params)
             .finish()
@@ -167,6 +189,7 @@ impl ParsedUrl {
             password: None,
             database: None,
             path: None,
+            ssl_mode: None,
             params: Vec::new(),
             dropped_params: Vec::new(),
             raw_passwords: Vec::new(),
@@ -271,19 +294,17 @@ impl ParsedUrl {
         let pg = self.dialect == Dialect::Postgres;
         let kept = match key {
             "sslmode" | "ssl-mode" | "ssl_mode" => {
-                let value = value.to_string();
-                let bad = |v: &str| {
+                let bad = || {
                     DbError::Config(format!(
-                        "unknown SSL mode `{v}` in the database URL (parameter {key})"
+                        "unknown SSL mode `{value}` in the database URL (parameter {key})"
                     ))
                 };
-                if pg {
-                    value.parse::<PgSslMode>().map_err(|_| bad(&value))?;
-                    Some("sslmode")
+                self.ssl_mode = Some(if pg {
+                    SslMode::Postgres(value.parse().map_err(|_| bad())?)
                 } else {
-                    value.parse::<MySqlSslMode>().map_err(|_| bad(&value))?;
-                    Some("ssl-mode")
-                }
+                    SslMode::MySql(value.parse().map_err(|_| bad())?)
+                });
+                None
             }
             "sslrootcert" | "ssl-root-cert" | "sslca" | "ssl-ca" | "ssl_ca" => {
                 Some(if pg { "sslrootcert" } else { "ssl-ca" })
