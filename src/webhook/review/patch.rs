@@ -20,9 +20,41 @@ use super::{super::policy::WORKLOAD_VOLUME, ReviewError};
 /// the workload volume or mount sits; debug builds check the patch against a full copy.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Before {
-    labels: Option<BTreeMap<String, String>>,
-    annotations: Option<BTreeMap<String, String>>,
+    labels: MapBefore,
+    annotations: MapBefore,
     spec: Option<SpecBefore>,
+}
+
+/// Labels or annotations before the mutation, which only ever sets keys in them: whether the
+/// map existed, its length, and the old value of each key the mutation may set (not a copy of
+/// the map). A key changed outside those is a bug in the mutation: the patch refuses it when
+/// the length tells (an added or removed key), and debug builds check every patch against a
+/// full copy of the pod.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct MapBefore {
+    existed: bool,
+    len: usize,
+    keys: Vec<(String, Option<String>)>,
+}
+
+impl MapBefore {
+    fn of<'k>(
+        map: &Option<BTreeMap<String, String>>,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Self {
+        let mut out = Self {
+            existed: map.is_some(),
+            len: map.as_ref().map_or(0, BTreeMap::len),
+            keys: Vec::new(),
+        };
+        for key in keys {
+            if out.keys.iter().all(|(k, _)| k != key) {
+                let old = map.as_ref().and_then(|m| m.get(key)).cloned();
+                out.keys.push((key.to_owned(), old));
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -61,11 +93,16 @@ impl Appended {
 }
 
 impl Before {
-    /// Copies what the patch compares from `pod`.
-    pub fn of(pod: &Pod) -> Self {
+    /// Copies what the patch compares from `pod`; `labels` and `annotations` name the keys the
+    /// mutation may set.
+    pub fn of<'k>(
+        pod: &Pod,
+        labels: impl IntoIterator<Item = &'k str>,
+        annotations: impl IntoIterator<Item = &'k str>,
+    ) -> Self {
         Self {
-            labels: pod.metadata.labels.clone(),
-            annotations: pod.metadata.annotations.clone(),
+            labels: MapBefore::of(&pod.metadata.labels, labels),
+            annotations: MapBefore::of(&pod.metadata.annotations, annotations),
             spec: pod.spec.as_ref().map(|s| SpecBefore {
                 containers: s
                     .containers
@@ -101,13 +138,13 @@ impl Before {
 pub fn pod_patch(before: &Before, after: &Pod) -> Result<Patch, ReviewError> {
     let mut ops = Vec::new();
     let ma = &after.metadata;
-    diff_map(
+    diff_keys(
         &mut ops,
         &["metadata", "labels"],
         &before.labels,
         &ma.labels,
     )?;
-    diff_map(
+    diff_keys(
         &mut ops,
         &["metadata", "annotations"],
         &before.annotations,
@@ -240,6 +277,70 @@ fn diff_map(
         ops.push(PatchOperation::Remove(RemoveOperation {
             path: at.with_trailing_token(key.as_str()),
         }));
+    }
+    Ok(())
+}
+
+/// [`diff_map`] for labels and annotations, from the declared keys' old values.
+fn diff_keys(
+    ops: &mut Vec<PatchOperation>,
+    path: &[&str],
+    before: &MapBefore,
+    after: &Option<BTreeMap<String, String>>,
+) -> Result<(), ReviewError> {
+    let at = || PointerBuf::from_tokens(path.iter().copied());
+    let after = match (before.existed, after) {
+        (false, None) => return Ok(()),
+        (false, Some(a)) => {
+            if let Some(k) = a.keys().find(|k| before.keys.iter().all(|(d, _)| d != *k)) {
+                return Err(ReviewError::UnsafePatch(format!(
+                    "sets {}/{k}, a key the mutation did not declare",
+                    at()
+                )));
+            }
+            ops.push(PatchOperation::Add(AddOperation {
+                path: at(),
+                value: serde_json::to_value(a)?,
+            }));
+            return Ok(());
+        }
+        (true, None) => {
+            return Err(ReviewError::UnsafePatch(format!("removes {}", at())));
+        }
+        (true, Some(a)) => a,
+    };
+    let mut len = before.len;
+    let prefix = at();
+    for (key, old) in &before.keys {
+        let new = after.get(key);
+        if new == old.as_ref() {
+            continue;
+        }
+        let path = prefix.with_trailing_token(key.as_str());
+        ops.push(match (old, new) {
+            (None, Some(v)) => {
+                len += 1;
+                PatchOperation::Add(AddOperation {
+                    path,
+                    value: Value::String(v.clone()),
+                })
+            }
+            (Some(_), Some(v)) => PatchOperation::Replace(ReplaceOperation {
+                path,
+                value: Value::String(v.clone()),
+            }),
+            (Some(_), None) => {
+                len -= 1;
+                PatchOperation::Remove(RemoveOperation { path })
+            }
+            (None, None) => continue,
+        });
+    }
+    if after.len() != len {
+        return Err(ReviewError::UnsafePatch(format!(
+            "adds or removes keys of {} the mutation did not declare",
+            prefix
+        )));
     }
     Ok(())
 }
@@ -494,16 +595,56 @@ mod tests {
             ..Volume::default()
         });
         spec.tolerations = Some(vec![Default::default()]);
-        let patch = pod_patch(&Before::of(&before), &after).unwrap();
+        let patch = pod_patch(&Before::of(&before, [], []), &after).unwrap();
         let paths: Vec<String> = patch.0.iter().map(|op| op.path().to_string()).collect();
         assert_eq!(paths, ["/spec/volumes/1", "/spec/tolerations"]);
 
         after.spec.as_mut().unwrap().volumes = Some(Vec::new());
-        let err = pod_patch(&Before::of(&before), &after).unwrap_err();
+        let err = pod_patch(&Before::of(&before, [], []), &after).unwrap_err();
         assert!(
             err.to_string().contains("shrinks or removes /spec/volumes"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn declared_label_and_annotation_keys_become_ops_and_others_are_refused() {
+        let mut before = pod();
+        before.metadata.labels = Some(BTreeMap::from([("team".into(), "a".into())]));
+        let mut after = before.clone();
+        let labels = after.metadata.labels.as_mut().unwrap();
+        labels.insert("team".into(), "b".into());
+        labels.insert("tier".into(), "gpu".into());
+        after.metadata.annotations = Some(BTreeMap::from([("note".into(), "x".into())]));
+        let declared = Before::of(&before, ["team", "tier"], ["note"]);
+        let patch = pod_patch(&declared, &after).unwrap();
+        let ops: Vec<(String, &str)> = patch
+            .0
+            .iter()
+            .map(|op| {
+                let kind = match op {
+                    PatchOperation::Add(_) => "add",
+                    PatchOperation::Replace(_) => "replace",
+                    _ => "other",
+                };
+                (op.path().to_string(), kind)
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("/metadata/labels/team".to_owned(), "replace"),
+                ("/metadata/labels/tier".to_owned(), "add"),
+                ("/metadata/annotations".to_owned(), "add"),
+            ]
+        );
+        // A key the mutation did not declare: refused, not silently left out of the patch.
+        let undeclared = Before::of(&before, ["team"], ["note"]);
+        let err = pod_patch(&undeclared, &after).unwrap_err();
+        assert!(err.to_string().contains("did not declare"), "{err}");
+        let undeclared = Before::of(&before, ["team", "tier"], []);
+        let err = pod_patch(&undeclared, &after).unwrap_err();
+        assert!(err.to_string().contains("did not declare"), "{err}");
     }
 
     #[test]
@@ -518,7 +659,7 @@ mod tests {
             remove(&["metadata", "labels"]),
         ] {
             assert!(
-                check_patch(&Before::of(&p), &Patch(vec![bad.clone()])).is_err(),
+                check_patch(&Before::of(&p, [], []), &Patch(vec![bad.clone()])).is_err(),
                 "{bad:?}"
             );
         }
@@ -529,7 +670,7 @@ mod tests {
             remove(&["spec", "priority"]),
         ] {
             assert!(
-                check_patch(&Before::of(&p), &Patch(vec![ok.clone()])).is_ok(),
+                check_patch(&Before::of(&p, [], []), &Patch(vec![ok.clone()])).is_ok(),
                 "{ok:?}"
             );
         }

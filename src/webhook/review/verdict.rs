@@ -10,7 +10,7 @@ use super::{
         guard,
         matching::{self, TaskIdentity},
         mutate, placement,
-        policy::{Action, PROFILE_ANNOTATION, Policy, WARNINGS_ANNOTATION},
+        policy::{APPLIED_ANNOTATION, Action, PROFILE_ANNOTATION, Policy, WARNINGS_ANNOTATION},
         warning::{self, Warning, WarningKind},
     },
     Before, ReviewError, pod_patch,
@@ -135,7 +135,18 @@ pub fn review_pod(policy: &Policy, namespace: &str, pod: Pod) -> Result<Verdict,
         }
     }
     let choice = placement::choose_node_type(policy, &resolution.effective, pod);
-    let before = Before::of(pod);
+    // The mutation sets these labels and annotations and no others (`mutate::apply`, then
+    // the warnings annotation below).
+    let effective = &resolution.effective;
+    let before = Before::of(
+        pod,
+        effective.labels.keys().map(String::as_str),
+        effective
+            .annotations
+            .keys()
+            .map(String::as_str)
+            .chain([APPLIED_ANNOTATION, WARNINGS_ANNOTATION]),
+    );
     #[cfg(debug_assertions)]
     let original = pod.clone();
     let mut mutation = mutate::apply(policy, pod, &resolution.effective, &choice);
