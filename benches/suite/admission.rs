@@ -495,8 +495,7 @@ pub async fn paced(clients: &[Client], bodies: &[Bytes], rate: u32, window: Dura
             late.get(late.len() * 99 / 100).copied().unwrap_or(0)
         );
     }
-    let answered = tokio::spawn(async move { (lat, errors) });
-    Load::gather(vec![answered], window).await
+    Load::of(lat, errors, window)
 }
 
 /// Gives the calling thread (the pacer) real-time priority with `chrt` (needs root, as the

@@ -219,6 +219,11 @@ impl Load {
             all.extend(lat);
             errors += e;
         }
+        Self::of(all, errors, window)
+    }
+
+    /// The result of latencies in ns (any order) and an error count measured over `window`.
+    pub fn of(mut all: Vec<u32>, errors: u64, window: Duration) -> Self {
         all.sort_unstable();
         Self {
             rps: all.len() as f64 / window.as_secs_f64(),

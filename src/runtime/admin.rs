@@ -133,9 +133,8 @@ pub async fn start(
     addr: SocketAddr,
     view: Arc<dyn AdminView>,
     tasks: &Supervisor,
-) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
+) -> Result<SocketAddr, super::ListenError> {
+    let (listener, bound) = super::listen(addr).await?;
     serve(listener, view, tasks);
     Ok(bound)
 }

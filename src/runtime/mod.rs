@@ -8,7 +8,8 @@
 //! - [`tls`]: certificate store, client CA, the one TLS acceptor.
 //! - [`tasks`]: task supervision (a critical task that ends stops the process).
 //!
-//! And [`listen_hint`], what to do when a port cannot be opened.
+//! And [`listen`], the one way a role binds a port: the error names the address and says what
+//! to do ([`listen_hint`]).
 
 pub mod admin;
 pub mod conn;
@@ -18,6 +19,26 @@ pub mod tasks;
 pub mod telemetry;
 pub mod tls;
 pub mod yaml;
+
+/// A port that could not be opened: `cannot listen on ADDR: ERROR (what to do)`.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}{}", listen_hint(source))]
+pub struct ListenError {
+    /// The address asked for.
+    pub addr: std::net::SocketAddr,
+    /// The error.
+    pub source: std::io::Error,
+}
+
+/// Binds `addr`; returns the listener and the address it got (port 0 resolved).
+pub async fn listen(
+    addr: std::net::SocketAddr,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), ListenError> {
+    let fail = |source| ListenError { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(fail)?;
+    let bound = listener.local_addr().map_err(fail)?;
+    Ok((listener, bound))
+}
 
 /// What to do when a listener cannot be opened, appended to "cannot listen on ADDR: ERROR".
 pub fn listen_hint(e: &std::io::Error) -> &'static str {

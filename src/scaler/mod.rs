@@ -53,16 +53,8 @@ pub enum ScalerError {
     #[error(transparent)]
     Grpc(#[from] GrpcError),
     /// The admin port could not be bound.
-    #[error(
-        "cannot listen on {addr}: {source}{}",
-        crate::runtime::listen_hint(source)
-    )]
-    AdminBind {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    AdminBind(crate::runtime::ListenError),
     /// A critical task stopped.
     #[error(transparent)]
     Task(#[from] TaskError),
@@ -215,10 +207,10 @@ impl Scaler {
             };
             match admin::start(addr, Arc::new(view), &tasks).await {
                 Ok(bound) => admin_addr = Some(bound),
-                Err(source) => {
+                Err(e) => {
                     shutdown.cancel();
                     let _ = tasks.wait().await;
-                    return Err(ScalerError::AdminBind { addr, source });
+                    return Err(ScalerError::AdminBind(e));
                 }
             }
         }

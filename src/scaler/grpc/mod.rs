@@ -9,7 +9,7 @@ pub mod service;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures::StreamExt as _;
-use tokio::net::TcpListener;
+
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::HealthReporter};
@@ -36,16 +36,8 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
     /// A port could not be bound.
-    #[error(
-        "cannot listen on {addr}: {source}{}",
-        crate::runtime::listen_hint(source)
-    )]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] crate::runtime::ListenError),
     /// Reflection could not be set up.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -88,16 +80,6 @@ pub struct GrpcServers {
     pub health: HealthReporter,
 }
 
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), GrpcError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| GrpcError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| GrpcError::Bind { addr, source })?;
-    Ok((listener, bound))
-}
-
 impl GrpcServers {
     /// Binds every listener (so the caller knows the ports), then serves until shutdown, as
     /// critical tasks of `tasks`. Readiness turns NOT_SERVING when `draining` fires; the
@@ -132,7 +114,7 @@ impl GrpcServers {
             options.metrics.clone(),
         );
 
-        let (main_listener, grpc_addr) = bind(options.grpc_addr).await?;
+        let (main_listener, grpc_addr) = crate::runtime::listen(options.grpc_addr).await?;
         let limits = options.limits;
         let router = server_builder(&limits)
             .add_service(HealthServer::new(StoppingHealth::new(
@@ -185,7 +167,7 @@ impl GrpcServers {
 
         let mut probe_addr = None;
         if let Some(addr) = options.probe_addr {
-            let (listener, bound) = bind(addr).await?;
+            let (listener, bound) = crate::runtime::listen(addr).await?;
             probe_addr = Some(bound);
             let probe_health =
                 HealthServer::new(StoppingHealth::new(reporter.clone(), shutdown.clone()));

@@ -56,16 +56,8 @@ use routes::{MAX_STREAMS_PER_CONNECTION, READ_AHEAD, mutate_router};
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// A port could not be bound.
-    #[error(
-        "cannot listen on {addr}: {source}{}",
-        crate::runtime::listen_hint(source)
-    )]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] runtime::ListenError),
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -184,16 +176,6 @@ impl RunningWebhook {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    Ok((listener, bound))
-}
-
 /// What the admin server shows of the webhook.
 #[derive(Debug)]
 struct WebhookView(Arc<AppState>);
@@ -217,8 +199,8 @@ pub async fn start(
     config: WebhookConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningWebhook, ServerError> {
-    let (https, addr) = bind(config.addr).await?;
-    let (admin, admin_addr) = bind(config.admin_addr).await?;
+    let (https, addr) = runtime::listen(config.addr).await?;
+    let (admin, admin_addr) = runtime::listen(config.admin_addr).await?;
 
     let state = Arc::new(AppState {
         policy: PolicyStore::default(),
